@@ -1,0 +1,57 @@
+# Two commands do all set-up on a fresh machine:  make repro  (run the pipeline)  and  make test.
+# Set-up is idempotent: a second run only checks stamps (< 10 s).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.omni-installed
+APT_PACKAGES := flite pocketsphinx-testdata fortunes fortunes-min
+# Offline by default: nothing reaches a model hub at run time.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export DVC_NO_ANALYTICS := 1
+export DS_ACCELERATOR ?= cpu
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+PYTEST_ARGS ?=
+
+.PHONY: setup apt repro test lab lint small clean-outputs help
+help:
+	@echo "make repro   set up (if needed) and run the pipeline: dvc repro (tiny profile)"
+	@echo "make test    set up (if needed) and run the test suite"
+	@echo "make lab     JupyterLab on the repo"
+	@echo "make lint    ruff + notebook pairing check"
+	@echo "make small   convert the small profile's pretrained weights into models/"
+
+setup: apt $(STAMP)
+
+# Debian packages the data needs (speech synthesis, real LibriVox speech, fortunes); installed only when absent.
+apt:
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+	  echo "installing Debian packages: $(APT_PACKAGES)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
+
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PY) -c "import torch, transformers, deepspeed, papermill, dvc, omni_core" 
+	@touch $(STAMP)
+
+repro: setup
+	dvc repro
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lab: setup
+	$(VENV)/bin/jupyter lab --no-browser --allow-root --ip 127.0.0.1 --port $${PORT:-8888} --notebook-dir .
+
+lint: setup
+	$(VENV)/bin/ruff check omni_core tests benchmarks notebooks
+	$(PY) -m omni_core.notebooks check
+
+small: setup
+	$(PY) -m omni_core.model.pretrained

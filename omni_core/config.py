@@ -1,0 +1,293 @@
+"""Typed configuration: every knob of the project, loaded from params.yaml.
+
+One place defines defaults (the dataclasses below). ``params.yaml`` holds the tiny profile's values;
+``profile: small|full|smoke`` merges ``configs/<profile>.yaml`` on top. Notebooks, the CLI and tests all
+call :func:`load_config` and read the same objects.
+
+Errors are meant for humans: an unknown key names its file and the closest valid name, a wrong type
+or out-of-range value names the key and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODULES = ("vision_encoder", "vision_projector", "video_projector", "audio_encoder", "audio_projector", "llm")
+
+
+class ConfigError(ValueError):
+    """A params file names an unknown key or holds a value of the wrong type or range."""
+
+
+def _range(lo=None, hi=None):
+    return {"range": (lo, hi)}
+
+
+# --------------------------------------------------------------------------------------------- model
+@dataclass
+class LLMConfig:
+    path: Optional[str] = None          # local HF directory of a pretrained causal LM; None = random init
+    hidden_size: int = field(default=256, metadata=_range(8))
+    num_layers: int = field(default=4, metadata=_range(1))
+    num_heads: int = field(default=4, metadata=_range(1))
+    num_kv_heads: int = field(default=2, metadata=_range(1))
+    intermediate_size: int = field(default=768, metadata=_range(8))
+    max_position_embeddings: int = field(default=4096, metadata=_range(64))
+
+
+@dataclass
+class VisionConfig:
+    path: Optional[str] = None          # local HF directory of a SigLIP vision model; None = random init
+    image_size: int = field(default=32, metadata=_range(8))   # tile side in pixels (384 at full scale)
+    patch_size: int = field(default=4, metadata=_range(1))
+    hidden_size: int = field(default=128, metadata=_range(8))
+    num_layers: int = field(default=2, metadata=_range(1))
+    num_heads: int = field(default=4, metadata=_range(1))
+    intermediate_size: int = field(default=256, metadata=_range(8))
+    max_tiles: int = field(default=4, metadata=_range(1, 64))  # AnyRes grid tiles, plus one global thumbnail
+    pool: int = field(default=2, metadata=_range(1, 8))        # token pooling in the projector (2 -> 2x2)
+    video_pool: int = field(default=2, metadata=_range(1, 8))  # extra pooling for video frames
+    video_fps: float = field(default=1.0, metadata=_range(0.01, 60))
+    video_max_frames: int = field(default=48, metadata=_range(1, 1024))
+
+
+@dataclass
+class AudioConfig:
+    path: Optional[str] = None          # local HF directory of a Whisper model (encoder used); None = random init
+    num_mel_bins: int = field(default=80, metadata=_range(1))
+    window_seconds: float = field(default=30.0, metadata=_range(0.5, 30.0))  # Whisper window; long audio = several
+    hidden_size: int = field(default=128, metadata=_range(8))
+    num_layers: int = field(default=2, metadata=_range(1))
+    num_heads: int = field(default=4, metadata=_range(1))
+    ffn_size: int = field(default=256, metadata=_range(8))
+    downsample: int = field(default=4, metadata=_range(1, 16))  # Conv-GMLP n: 50/n tokens per second
+    sampling_rate: int = field(default=16000, metadata=_range(8000, 48000))
+
+
+@dataclass
+class TokenizerConfig:
+    path: Optional[str] = None          # local tokenizer directory; None = train one on the prepared data
+    vocab_size: int = field(default=2048, metadata=_range(64))  # size of the trained tokenizer
+
+
+@dataclass
+class ModelConfig:
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    dtype: Literal["float32", "bfloat16"] = "float32"   # CPUs here have no bf16 units: fp32 on CPU
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class DataConfig:
+    root: str = "data/prepared"
+    seed: int = 0
+    # samples per task and split; tasks with a finite source (real speech, photos) take what exists
+    train_per_task: int = field(default=400, metadata=_range(1))
+    val_per_task: int = field(default=40, metadata=_range(1))
+    test_per_task: int = field(default=50, metadata=_range(1))
+    image_size: int = field(default=32, metadata=_range(8))       # side of synthetic scenes and digits
+    highres_size: int = field(default=64, metadata=_range(16))    # composites that need AnyRes
+    video_frames: int = field(default=4, metadata=_range(1))
+    video_size: int = field(default=32, metadata=_range(8))
+    voices: list[str] = field(default_factory=lambda: ["slt", "kal16", "rms", "awb"])
+    max_audio_seconds: float = field(default=3.0, metadata=_range(0.5))
+    num_workers: int = field(default=0, metadata=_range(0, 64))
+    on_bad_sample: Literal["error", "skip"] = "error"
+
+
+# ------------------------------------------------------------------------------------------ training
+@dataclass
+class StageConfig:
+    enabled: bool = True                 # small/full skip stage 0 (their LLM is already pretrained)
+    init_from: Optional[str] = None      # previous stage name; None = fresh model
+    mixture: dict[str, float] = field(default_factory=dict)   # task -> sampling weight
+    steps: int = field(default=100, metadata=_range(1))
+    batch_size: int = field(default=8, metadata=_range(1))
+    grad_accum: int = field(default=1, metadata=_range(1))
+    seq_len: int = field(default=512, metadata=_range(16))
+    lr: dict[str, float] = field(default_factory=dict)        # module -> lr; 0 or absent = frozen
+    warmup_ratio: float = field(default=0.05, metadata=_range(0.0, 1.0))
+    min_lr_ratio: float = field(default=0.1, metadata=_range(0.0, 1.0))
+    weight_decay: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    max_grad_norm: float = field(default=1.0, metadata=_range(0.0))
+    packing: bool = True
+    save_every: int = field(default=50, metadata=_range(1))
+    eval_every: int = field(default=50, metadata=_range(1))
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    backend: Literal["torch", "deepspeed"] = "torch"
+    deepspeed_config: str = "configs/deepspeed/zero2.json"
+    nproc: int = field(default=1, metadata=_range(1))
+    gradient_checkpointing: bool = False
+    lora_rank: int = field(default=0, metadata=_range(0))      # >0: LoRA on the LLM via peft, merged on export
+    resume: Literal["auto", "never"] = "auto"
+    checkpoints_dir: str = "checkpoints"
+    log_dir: str = "logs"
+    threads: int = field(default=0, metadata=_range(0))       # torch CPU threads; 0 = torch default
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+@dataclass
+class EvalConfig:
+    checkpoint: str = "2_sft"
+    batch_size: int = field(default=8, metadata=_range(1))
+    max_new_tokens: int = field(default=32, metadata=_range(1))
+    max_samples_per_task: int = field(default=50, metadata=_range(1))
+    seed: int = 0
+    metrics_dir: str = "metrics"
+    figures_dir: str = "figures"
+
+
+@dataclass
+class StreamConfig:
+    chunk_seconds: float = field(default=0.5, metadata=_range(0.05, 10.0))
+    end_threshold: float = field(default=0.5, metadata=_range(0.0, 1.0))
+    max_new_tokens: int = field(default=32, metadata=_range(1))
+
+
+@dataclass
+class Config:
+    profile: Literal["tiny", "small", "full", "smoke"] = "tiny"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stages: dict[str, StageConfig] = field(default_factory=dict)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+
+    def stage(self, name: str) -> StageConfig:
+        if name not in self.stages:
+            raise ConfigError(f"unknown stage {name!r}{_suggest(name, self.stages)}; stages: {', '.join(self.stages)}")
+        return self.stages[name]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# -------------------------------------------------------------------------------------------- loader
+def _suggest(name: str, valid) -> str:
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints are accepted where floats are)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, source)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{source}: {key} = {value!r} is not allowed; choose one of {list(allowed)}"
+                              f"{_suggest(value, allowed)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key} must be a list, got {type(value).__name__} {value!r}")
+        return [_coerce(v, typing.get_args(tp)[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {type(value).__name__} {value!r}")
+        kt, vt = typing.get_args(tp)
+        return {str(k): _coerce(v, vt, f"{key}.{k}", source) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, source)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):          # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"{source}: {key} must be {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls, raw: Any, prefix: str, source: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {prefix or 'top level'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in raw.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in fields:
+            raise ConfigError(f"{source}: unknown key {key!r}{_suggest(k, fields)}; valid keys here: "
+                              f"{', '.join(fields)}")
+        val = _coerce(v, hints[k], key, source)
+        lo, hi = fields[k].metadata.get("range", (None, None))
+        if val is not None and ((lo is not None and val < lo) or (hi is not None and val > hi)):
+            allowed = f"[{lo}, {'inf' if hi is None else hi}]"
+            raise ConfigError(f"{source}: {key} = {val!r} is out of range; allowed {allowed}")
+        kwargs[k] = val
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config, source: str) -> None:
+    for name, st in cfg.stages.items():
+        for mod, lr in st.lr.items():
+            if mod not in MODULES:
+                raise ConfigError(f"{source}: unknown module stages.{name}.lr.{mod}{_suggest(mod, MODULES)}; "
+                                  f"modules: {', '.join(MODULES)}")
+            if lr < 0:
+                raise ConfigError(f"{source}: stages.{name}.lr.{mod} = {lr} is out of range; allowed [0, inf)")
+        if st.init_from is not None and st.init_from not in cfg.stages:
+            raise ConfigError(f"{source}: stages.{name}.init_from = {st.init_from!r} is not a stage"
+                              f"{_suggest(st.init_from, cfg.stages)}")
+        for task, w in st.mixture.items():
+            if w < 0:
+                raise ConfigError(f"{source}: stages.{name}.mixture.{task} = {w} must be >= 0")
+
+
+def load_config(params: str | Path = REPO_ROOT / "params.yaml", overrides: Optional[dict] = None,
+                profile: Optional[str] = None) -> Config:
+    """Load ``params.yaml``, merge the profile overlay and ``overrides`` (a nested dict), validate."""
+    params = Path(params)
+    if not params.exists():
+        raise ConfigError(f"{params}: no such params file")
+    raw = yaml.safe_load(params.read_text()) or {}
+    source = str(params)
+    profile = profile or (overrides or {}).get("profile") or raw.get("profile", "tiny")
+    overlay = params.parent / "configs" / f"{profile}.yaml"
+    _build(Config, raw, "", source)          # errors in params.yaml name params.yaml
+    if overlay.exists():
+        extra = yaml.safe_load(overlay.read_text()) or {}
+        _build(Config, _merge(raw, extra), "", str(overlay))   # ... and errors in the overlay name it
+        raw = _merge(raw, extra)
+        source = f"{params} + {overlay}"
+    elif profile not in ("tiny",):
+        raise ConfigError(f"{source}: profile {profile!r} needs {overlay}, which does not exist")
+    if overrides:
+        raw = _merge(raw, overrides)
+        source += " + overrides"
+    raw["profile"] = profile
+    cfg = _build(Config, raw, "", source)
+    _validate(cfg, source)
+    return cfg
