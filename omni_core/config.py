@@ -125,6 +125,8 @@ class StageConfig:
     packing: bool = True
     save_every: int = field(default=50, metadata=_range(1))
     eval_every: int = field(default=50, metadata=_range(1))
+    val_samples: int = field(default=64, metadata=_range(1))   # val-split samples of the mixture's tasks for val loss
+    init_video_projector: bool = False   # copy the image projector into the video projector first (paper)
 
 
 @dataclass
@@ -155,9 +157,14 @@ class EvalConfig:
 
 @dataclass
 class StreamConfig:
-    chunk_seconds: float = field(default=0.5, metadata=_range(0.05, 10.0))
-    end_threshold: float = field(default=0.5, metadata=_range(0.0, 1.0))
+    chunk_seconds: float = field(default=0.5, metadata=_range(0.05, 10.0))   # audio chunk of the real-time demo
+    end_threshold: float = field(default=0.5, metadata=_range(0.0, 1.0))    # speech probability threshold
     max_new_tokens: int = field(default=32, metadata=_range(1))
+    min_speech_seconds: float = field(default=0.1, metadata=_range(0.01, 5.0))    # shorter bursts are not speech
+    min_silence_seconds: float = field(default=0.5, metadata=_range(0.05, 5.0))   # hangover before end of turn
+    preroll_seconds: float = field(default=0.2, metadata=_range(0.0, 2.0))        # audio kept around the utterance
+    video_fps: float = field(default=1.0, metadata=_range(0.01, 60))              # frames encoded while the user speaks
+    max_frames: int = field(default=16, metadata=_range(1, 1024))                 # frames per turn at most
 
 
 @dataclass

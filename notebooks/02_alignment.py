@@ -1,0 +1,72 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Multimodal alignment, one branch at a time
+#
+# Baichuan-Omni's first phase aligns each encoder with the LLM before anything is trained jointly
+# (paper §2, `reference/paper.md`). This notebook runs **one** sub-stage of that phase; the pipeline
+# (`dvc.yaml`) runs it once per sub-stage, each starting from the previous stage's checkpoint:
+#
+# | stage | trains | why |
+# |---|---|---|
+# | 0 text (tiny only) | LLM | stands in for the pretrained 7B LLM the paper starts from |
+# | 1a image caption | visual projector (+ encoder when it is random-init) | map visual features into the LLM's embedding space with the LLM frozen, so its language ability cannot drift |
+# | 1b image VQA | + vision encoder | VQA/OCR need finer features than captions; captions stay in the mix to limit drift |
+# | 1c image full | + LLM | let the LLM adapt to visual tokens; pure text in the mix keeps its text skills |
+# | 1d video | video projector only | reuse the aligned image path, learn the temporal pooling |
+# | 1e audio | audio encoder + Conv-GMLP | ASR aligns speech with text while the LLM stays frozen |
+# | 1f omni alignment | everything | image, video and audio pairs mixed, so modalities stop competing |
+#
+# Training runs in a subprocess (`python -m omni_core.train`, or `torchrun`/`deepspeed` when
+# `train.nproc > 1`): a kernel cannot host multi-process training, and the log streams into this cell.
+
+# %% tags=["parameters"]
+stage = "1a_image_caption"   # which sub-stage of params.yaml `stages:` to run
+params = "params.yaml"
+profile = ""                 # "" = the profile named in params.yaml
+
+# %%
+import matplotlib.pyplot as plt
+
+from omni_core import load_config
+from omni_core.plots import plot_stage_loss
+from omni_core.train.launch import build_command, run
+from omni_core.train.stages import trainable_summary
+
+cfg = load_config(params, profile=profile or None)
+st = cfg.stage(stage)
+print(f"profile={cfg.profile} stage={stage} init_from={st.init_from} steps={st.steps} batch={st.batch_size}")
+print("mixture:", st.mixture)
+
+# %% [markdown]
+# ## What this stage trains
+# A learning rate of 0 (or no entry) freezes a module: it gets no gradients and stays out of the
+# optimizer, so frozen parts cost no optimizer memory and are bitwise unchanged after the stage.
+
+# %%
+trainable_summary(cfg, stage)
+
+# %% [markdown]
+# ## Train
+# Checkpoints go to `checkpoints/<stage>/model` (HF format, loadable with `from_pretrained`) and the
+# resumable state (optimizer, scheduler, RNG, data position) to `checkpoints/<stage>/state`. If this
+# run is interrupted, rerunning it (or `dvc repro`) resumes from the last saved step.
+
+# %%
+run(build_command(stage, params=params, profile=profile or None), log_file=f"{cfg.train.log_dir}/{stage}/train.log")
+
+# %% [markdown]
+# ## Loss on this stage's own data
+# Training loss per step and validation loss on held-out samples of the same mixture.
+
+# %%
+plot_stage_loss(cfg, stage)
+plt.show()

@@ -1,0 +1,56 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Multimodal multitask SFT
+#
+# The second phase of Baichuan-Omni (paper §2): every module trainable, one mixture of all tasks
+# (text, image, video, audio, and image + audio together), starting from the omni-aligned checkpoint
+# of stage 1f. The paper packs several samples into each sequence with flash-attention's `cu_seqlens`
+# so no compute is spent on padding; here packing is the same idea on CPU: samples share a row,
+# position ids restart at every sample and attention never crosses a sample boundary.
+
+# %% tags=["parameters"]
+stage = "2_sft"
+params = "params.yaml"
+profile = ""   # "" = the profile named in params.yaml
+
+# %%
+import matplotlib.pyplot as plt
+
+from omni_core import load_config
+from omni_core.plots import plot_stage_loss
+from omni_core.train.launch import build_command, run
+from omni_core.train.stages import trainable_summary
+
+cfg = load_config(params, profile=profile or None)
+st = cfg.stage(stage)
+print(f"profile={cfg.profile} init_from={st.init_from} steps={st.steps} packing={st.packing}")
+print("tasks:", ", ".join(st.mixture))
+trainable_summary(cfg, stage)
+
+# %% [markdown]
+# ## Why packing
+# Padding a batch to its longest sample wastes every pad position's compute. Packing fills rows
+# with whole samples instead; the fraction of real tokens is what the model actually learns from.
+
+# %%
+from omni_core.data.collate import packing_report
+
+packing_report(cfg, stage)
+
+# %% [markdown]
+# ## Train
+# Same entry point as the alignment stages; resumable, logged with dvclive to `logs/2_sft/`.
+
+# %%
+run(build_command(stage, params=params, profile=profile or None), log_file=f"{cfg.train.log_dir}/{stage}/train.log")
+plot_stage_loss(cfg, stage)
+plt.show()

@@ -1,0 +1,211 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Real-time interaction: streaming video and speech in, the answer streaming out
+#
+# Baichuan-Omni's interaction mode (paper section 5) is turn-based but streamed:
+#
+# 1. the model first **predicts where speech starts and ends**;
+# 2. while the user is speaking, **incoming video frames are encoded and fed to the LLM as they
+#    arrive**, so their attention keys and values are already in the KV cache;
+# 3. **after the end of speech, the audio features are fed** and the answer is generated token by
+#    token.
+#
+# The work left once the user stops talking is then the utterance's audio plus a few template tokens,
+# whatever the length of the video or of the conversation before it. The paper calls this early-stage
+# research and reports no latency; this notebook measures it.
+#
+# Our pieces (`omni_core.stream`, `omni_core.vad`):
+#
+# - a **speech boundary head**: a small causal conv net over streaming log-mel frames, trained here on
+#   our own data (flite speech from three voices between silences, noise and tones) and scored on a
+#   held-out voice and held-out sentences. It is saved next to the model checkpoint (`<ckpt>/vad/`).
+# - `OmniSession`: frames are prefilled at `stream.video_fps` while the user speaks, the audio at the end
+#   of speech, the answer streams through a callback; the next turn reuses the cache.
+# - Beyond the paper: **barge-in**. Speech that starts during an answer stops generation and opens
+#   the next turn.
+#
+# With no trained checkpoint, everything runs on a random-init model of the profile: the answers are
+# noise, but the plumbing and the timings are real.
+
+# %% tags=["parameters"]
+params = "params.yaml"
+profile = ""      # "" = the profile named in params.yaml
+checkpoint = ""   # "" = checkpoints/<eval.checkpoint>/model (random-init model if it does not exist)
+video = ""        # "" = a moving-MNIST clip with a spoken question, made here; or any mp4 with audio
+speed = 1.0       # replay speed: 1.0 = real time, 0 = as fast as the model runs (answers then compete with it)
+turns = 4         # turns of the streaming vs re-encoding comparison
+repeats = 3       # ... each timed this many times (median)
+threads = 1       # torch CPU threads for the timings
+seed = 0
+
+# %%
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from omni_core import load_config
+from omni_core.data.sources.media import write_mp4
+from omni_core.data.sources.speech import flite
+from omni_core.data.sources.video import moving_digit
+from omni_core.demo_realtime import decode_clip, replay
+from omni_core.stream import OmniSession, load_model
+from omni_core.vad import VAD_SUBDIR, detect, evaluate_boundaries, load_or_train_vad, synth_streams, tts_sentences
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+cfg = load_config(params, profile=profile or None)
+ckpt = Path(checkpoint or Path(cfg.train.checkpoints_dir) / cfg.eval.checkpoint / "model")
+trained = (ckpt / "config.json").exists()
+model, processor = load_model(cfg, ckpt if trained else None, seed=seed)
+print("model:", ckpt if trained else f"random-init {cfg.profile} profile",
+      f"({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters)")
+
+# %% [markdown]
+# ## 1. Where does speech start and end?
+# The head is loaded from `<checkpoint>/vad/`, or trained now (seconds) and saved there. It sees 25 ms
+# frames every 10 ms and only the past 160 ms, so feeding it chunk by chunk gives exactly its offline
+# output. A turn ends after `stream.min_silence_seconds` of non-speech: pauses between words are not
+# ends of turns. The held-out streams use a voice (`awb`) and sentences the head never heard.
+
+# %%
+vad = load_or_train_vad(ckpt / VAD_SUBDIR if trained else None, seed=seed)
+held_out = synth_streams(12, ("awb",), seed=seed + 1, sentences=tts_sentences()[1])
+boundary = evaluate_boundaries(vad, held_out, chunk_seconds=cfg.stream.chunk_seconds, threshold=cfg.stream.end_threshold,
+                               min_speech_seconds=cfg.stream.min_speech_seconds,
+                               min_silence_seconds=cfg.stream.min_silence_seconds)
+print({k: round(v, 3) for k, v in boundary.items()})
+
+# %%
+ex = held_out[0]
+events, probs = detect(vad, ex.wave, cfg.stream.chunk_seconds, threshold=cfg.stream.end_threshold,
+                       min_silence_seconds=cfg.stream.min_silence_seconds)
+t_wave = np.arange(len(ex.wave)) / 16000
+t_prob = np.arange(len(probs)) * vad.hop_seconds
+fig, ax = plt.subplots(figsize=(10, 3))
+ax.plot(t_wave, ex.wave / (np.abs(ex.wave).max() + 1e-9), color="0.7", lw=0.5, label="audio")
+ax.plot(t_prob, probs, label="P(speech)")
+ax.fill_between(t_prob, 0, ex.labels[: len(probs)], alpha=0.15, label="true utterance")
+for e in events:
+    ax.axvline(e.time, color="g" if e.kind == "speech_start" else "r", ls="--")
+    ax.axvline(e.decided_at, color="g" if e.kind == "speech_start" else "r", ls=":", alpha=0.5)
+ax.set_xlabel("seconds")
+ax.set_title("speech boundaries (dashed: where, dotted: when decided)")
+ax.legend(loc="upper right")
+plt.show()
+
+# %% [markdown]
+# ## 2. Replay a clip as if it came from a camera and a microphone
+# Frames and 200 ms audio chunks are pushed at their media time. Frames are encoded only while someone
+# speaks (at `stream.video_fps`), plus the last frame seen when speech starts. The default clip is a
+# moving MNIST digit with a spoken question in its audio track, written with the data pipeline's own
+# helpers; pass `video=` for any other file (`python -m omni_core.demo_realtime` does the same from a shell).
+
+# %%
+if video:
+    clip_path = Path(video)
+else:
+    rng = np.random.default_rng(seed)
+    from omni_core.data.sources.images import mnist
+    digits, _ = mnist()
+    question = flite("which digit is moving and where does it go", "slt")
+    audio = np.concatenate([np.zeros(8000, np.float32), question, np.zeros(16000, np.float32)])
+    frames = moving_digit(digits[seed], "right", frames=int(len(audio) / 16000 * 8), size=64, rng=rng)
+    clip_path = Path(tempfile.mkdtemp()) / "question.mp4"
+    write_mp4(clip_path, frames, fps=8, audio=audio)
+clip = decode_clip(clip_path)
+print(f"{clip_path}: {len(clip.frames)} frames, {len(clip.audio) / 16000:.1f} s of audio")
+
+log = []
+session = OmniSession(model, processor, vad, cfg.stream, on_text=lambda t: print(t, end="", flush=True),
+                      on_event=lambda e: log.append(e) or print(f"\n[{e.time:5.2f}s] {e.kind}", flush=True))
+replay(session, clip, cfg.stream.chunk_seconds, speed=speed)
+turn = session.turns[0]
+print(f"\n\nframes encoded while speaking: {turn.frames}; audio fed at the end: {turn.audio_seconds:.2f} s; "
+      f"tokens prefilled after speech: {turn.tokens_prefilled_after_speech}; "
+      f"first token {1000 * turn.latency:.0f} ms after the end of speech")
+
+# %% [markdown]
+# The conversation as the LLM saw it, media placeholders collapsed. It is the chat template's layout,
+# the same sequence the model was trained on:
+
+# %%
+tok = processor.tokenizer
+text, run = [], None
+for t in session.ids:
+    piece = tok.convert_ids_to_tokens(t)
+    if piece.endswith("_pad|>"):
+        if run and run[0] == piece:
+            run[1] += 1
+            continue
+        run = [piece, 1]
+        text.append(run)
+    else:
+        run = None
+        text.append(tok.decode([t]))
+print("".join(p if isinstance(p, str) else f"{p[0]}x{p[1]}" for p in text))
+
+# %% [markdown]
+# ## 3. Streaming vs re-encoding at the end of each turn
+# The same model, the same turns, two ways: the streaming session keeps the cache and prefills frames
+# while the user speaks; the baseline (`incremental=False`) encodes the whole conversation (every frame,
+# every utterance, every earlier answer) once speech ends. Both give the same tokens
+# (`tests/test_stream.py` checks it); only the time to the first answer token differs, and the gap grows
+# with the conversation. `benchmarks/bench_stream.py` measures the same on the tiny and small profiles
+# with real-time pushes.
+
+# %%
+questions = ["what is moving", "which digit is it", "where does it go", "what color is the background"]
+speech = [flite(questions[i % len(questions)], "slt") for i in range(turns)]
+cam = [np.asarray(f) for f in (clip.frames * 4)[: 3 * turns]]
+torch.set_num_threads(threads)          # timings on a shared CPU are steadier on one thread
+latency = {"streaming": [], "re-encode": []}
+for rep in range(repeats):               # interleaved repeats, median per turn
+    for incremental in (True, False):
+        s = OmniSession(model, processor, vad, cfg.stream, incremental=incremental)
+        for i in range(turns):
+            s.ask(audio=speech[i], frames=cam[3 * i: 3 * i + 3])
+        latency["streaming" if incremental else "re-encode"].append([1000 * t.latency for t in s.turns])
+        if rep == 0:
+            print(("streaming" if incremental else "re-encode").ljust(10), "tokens prefilled after speech per turn:",
+                  [t.tokens_prefilled_after_speech for t in s.turns])
+latency = {k: np.median(v, axis=0) for k, v in latency.items()}
+print({k: np.round(v, 1).tolist() for k, v in latency.items()})
+fig, ax = plt.subplots(figsize=(6, 3))
+for name, ms in latency.items():
+    ax.plot(range(1, turns + 1), ms, marker="o", label=name)
+ax.set_xlabel("turn")
+ax.set_xticks(range(1, turns + 1))
+ax.set_ylabel("end of speech -> first token (ms)")
+ax.legend()
+ax.set_ylim(bottom=0)
+plt.show()
+
+# %% [markdown]
+# ## 4. Barge-in: speaking during an answer stops it
+# The answer runs in a background thread (as in the demo) while audio keeps flowing. As soon as the
+# boundary head hears new speech, generation stops after the current token; the truncated answer stays
+# in the conversation (closed with the end-of-turn token) and the new speech opens the next turn.
+
+# %%
+s = OmniSession(model, processor, vad, cfg.stream, auto_answer=False)
+s.end_turn(text="Tell me a long story.")
+s.answer_async(max_new_tokens=500, min_new_tokens=500)
+interruption = flite("stop, tell me about the video instead", "awb")
+for i in range(0, len(interruption), 3200):
+    for e in s.push_audio(interruption[i:i + 3200]):
+        print(f"[{e.time:4.2f}s] {e.kind}")
+first = s.turns[0]
+print(f"interrupted: {first.interrupted}; answer tokens before the stop: "
+      f"{len(tok(first.answer, add_special_tokens=False)['input_ids'])} of 500; session state: {s.state}")

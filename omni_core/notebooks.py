@@ -1,0 +1,87 @@
+"""Notebook plumbing: keep the py:percent sources and the committed .ipynb in sync.
+
+Reviewers read ``notebooks/*.py`` (jupytext py:percent); JupyterLab and papermill use the paired
+``notebooks/*.ipynb``, committed without outputs (executed copies land in ``reports/``).
+
+    python -m omni_core.notebooks sync    # write each .ipynb from its .py (outputs stripped)
+    python -m omni_core.notebooks check   # fail if a pair drifted or a committed notebook has outputs
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from omni_core.config import REPO_ROOT
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+def _pairs(folder: Path = NOTEBOOKS) -> list[tuple[Path, Path]]:
+    return [(py, py.with_suffix(".ipynb")) for py in sorted(folder.glob("[0-9][0-9]_*.py"))]
+
+
+def _cells(nb) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+def sync(folder: Path = NOTEBOOKS) -> list[Path]:
+    """Write every notebook from its py:percent source, without outputs."""
+    import jupytext
+
+    written = []
+    for py, ipynb in _pairs(folder):
+        nb = jupytext.read(py)
+        nb.metadata["kernelspec"] = KERNELSPEC
+        nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        jupytext.write(nb, ipynb, fmt="ipynb")
+        written.append(ipynb)
+    return written
+
+
+def check(folder: Path = NOTEBOOKS) -> list[str]:
+    """Problems with the notebook pairs: missing twin, drifted cells, committed outputs, no parameters cell."""
+    import jupytext
+
+    problems = []
+    for py, ipynb in _pairs(folder):
+        if not ipynb.exists():
+            problems.append(f"{ipynb}: missing; run `python -m omni_core.notebooks sync`")
+            continue
+        src, nb = jupytext.read(py), jupytext.read(ipynb)
+        if _cells(src) != _cells(nb):
+            problems.append(f"{ipynb}: cells differ from {py.name}; edit the .py and run "
+                            "`python -m omni_core.notebooks sync` (or `jupytext --sync`)")
+        if any(c.get("outputs") or c.get("execution_count") for c in nb.cells if c.cell_type == "code"):
+            problems.append(f"{ipynb}: committed with outputs; run `python -m omni_core.notebooks sync`")
+        if not any("parameters" in c.metadata.get("tags", []) for c in nb.cells):
+            problems.append(f"{ipynb}: no cell tagged `parameters` (papermill injects -p values after it)")
+        if nb.metadata.get("kernelspec", {}).get("name") != "python3":
+            problems.append(f"{ipynb}: kernelspec must be python3 (papermill -k python3 on any machine)")
+    for ipynb in sorted(folder.glob("*.ipynb")):
+        if not ipynb.with_suffix(".py").exists():
+            problems.append(f"{ipynb}: has no py:percent twin {ipynb.with_suffix('.py').name}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m omni_core.notebooks", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["sync", "check"])
+    args = ap.parse_args(argv)
+    if args.command == "sync":
+        for p in sync():
+            print(f"wrote {p.relative_to(REPO_ROOT)}")
+        return 0
+    problems = check()
+    for p in problems:
+        print(p)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

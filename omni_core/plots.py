@@ -1,0 +1,289 @@
+"""Figures for the README and notebook 05 (matplotlib, each saved as PNG and SVG), and offline `dvc plots`.
+
+- :func:`plot_loss_curves`: training loss of every stage on one step axis (dvclive logs).
+- :func:`plot_metric_vs_chance`: each task's headline metric beside its chance level.
+- :func:`plot_downsample_ablation`: Conv-GMLP rate n -> WER against audio tokens per second.
+- :func:`plot_staging_ablation`: one joint mixture versus the staged recipe, per task.
+- :func:`plot_token_budget`: LLM tokens per modality at full scale.
+- :func:`render_dvc_plots`: `dvc plots show --json` rendered to PNG/SVG with vl-convert (the HTML
+  `dvc plots show` writes loads Vega from a CDN and is blank offline).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")          # files only; no display on CI or in papermill
+import matplotlib.patches  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+
+from .eval.metrics import METRICS, TABLES, TASKS, task_spec  # noqa: E402
+from .eval.reported import REPORTED_DOWNSAMPLE_WER  # noqa: E402
+
+_TABLE_COLORS = {"text": "#7f7f7f", "image": "#1f77b4", "video": "#2ca02c", "audio": "#d62728", "omni": "#9467bd"}
+
+
+def save_figure(fig, path: str | Path) -> list[Path]:
+    """Write ``path`` with .png (150 dpi) and .svg suffixes; close the figure. Returns both paths."""
+    path = Path(path).with_suffix("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    outs = [path.with_suffix(".png"), path.with_suffix(".svg")]
+    fig.savefig(outs[0], dpi=150, bbox_inches="tight")
+    fig.savefig(outs[1], bbox_inches="tight")
+    plt.close(fig)
+    return outs
+
+
+# ------------------------------------------------------------------------------------ loss curves
+def find_loss_log(stage_log_dir: str | Path, split: str = "train", metric: str = "loss") -> Path | None:
+    """The dvclive TSV ``logs/<stage>/plots/metrics/<split>/<metric>.tsv``; for ``train`` also a bare
+    ``<metric>.tsv`` anywhere below (loggers that use no prefix). None when absent."""
+    root = Path(stage_log_dir) / "plots" / "metrics"
+    if (root / split / f"{metric}.tsv").is_file():
+        return root / split / f"{metric}.tsv"
+    if split != "train":
+        return None
+    found = sorted((p for p in root.rglob(f"{metric}.tsv") if "val" not in p.relative_to(root).parts),
+                   key=lambda p: (len(p.parts), str(p)))
+    return found[0] if found else None
+
+
+def read_tsv(path: str | Path, y: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of a dvclive TSV (columns ``step``, ``<y>`` and optionally ``timestamp``)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if rows and (y not in rows[0] or "step" not in rows[0]):
+        raise ValueError(f"{path}: expected columns 'step' and {y!r}, found {list(rows[0])}")
+    return [float(r["step"]) for r in rows], [float(r[y]) for r in rows]
+
+
+def stage_losses(stages: Sequence[str], log_dir: str | Path = "logs",
+                 split: str = "train") -> dict[str, tuple[list[float], list[float]]]:
+    """Loss curve of each stage that has a dvclive log, in ``stages`` order."""
+    out = {}
+    for s in stages:
+        f = find_loss_log(Path(log_dir) / s, split)
+        if f is not None:
+            out[s] = read_tsv(f, "loss")
+    return out
+
+
+def plot_loss_curves(stages: Sequence[str], log_dir: str | Path, out: str | Path) -> list[Path]:
+    """All stages on one axis: each stage's steps are offset by the steps of the stages before it.
+    Training loss as lines, validation loss (when logged) as dots of the same colour."""
+    curves = stage_losses(stages, log_dir)
+    val = stage_losses(stages, log_dir, "val")
+    if not curves:
+        raise FileNotFoundError(f"{log_dir}: no dvclive loss logs (<stage>/plots/metrics/train/loss.tsv) for stages "
+                                f"{list(stages)}; train first (`python -m omni_core.train --stage ...`)")
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    offset, cmap = 0.0, plt.get_cmap("tab10")
+    for i, (stage, (steps, loss)) in enumerate(curves.items()):
+        color = cmap(i % 10)
+        ax.plot([offset + s for s in steps], loss, color=color, lw=1.4, label=stage)
+        if stage in val:
+            ax.plot([offset + s for s in val[stage][0]], val[stage][1], "o", ms=4, color=color, mec="k", mew=0.5)
+        ax.axvline(offset, color="0.8", lw=0.8, zorder=0)
+        offset += (steps[-1] + 1) if steps else 0
+    ax.set_xlabel("optimizer step (stages back to back)")
+    ax.set_ylabel("loss (answer tokens)")
+    ax.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.set_title("Training loss across the recipe" + (" (dots: validation)" if val else ""))
+    ax.legend(fontsize=8, ncol=min(4, len(curves)), loc="upper right", frameon=False)
+    ax.grid(alpha=0.3, which="both")
+    return save_figure(fig, out)
+
+
+# ------------------------------------------------------------------------------ metric vs chance
+def headline_rows(results: Mapping) -> list[tuple[str, str, str, float, float | None, bool]]:
+    """(table, task, metric, measured, chance, higher_is_better) for the headline metric of every task."""
+    rows = []
+    for table in TABLES:
+        for task, res in results.get("tables", {}).get(table, {}).get("tasks", {}).items():
+            metric = task_spec(task).metrics[0]
+            if metric in res:
+                higher = METRICS[metric].higher_is_better if metric in METRICS else False
+                rows.append((table, task, metric, float(res[metric]), res.get("chance", {}).get(metric), higher))
+    return rows
+
+
+def plot_metric_vs_chance(results: Mapping, out: str | Path) -> list[Path]:
+    """Horizontal bars: measured (coloured by table) and chance (grey) for every task; perplexity apart."""
+    rows = headline_rows(results)
+    pct = [r for r in rows if r[2] != "perplexity"]
+    ppl = [r for r in rows if r[2] == "perplexity"]
+    if not rows:
+        raise ValueError("plot_metric_vs_chance: the results hold no task metrics; run evaluate() first")
+    fig, axes = plt.subplots(1, 2 if ppl else 1, figsize=(10 if ppl else 7.5, 0.42 * max(len(pct), 3) + 1.2),
+                             gridspec_kw={"width_ratios": [3, 1]} if ppl else None, squeeze=False,
+                             layout="constrained")
+    ax = axes[0, 0]
+    ys = range(len(pct))
+    ax.barh([y + 0.2 for y in ys], [r[3] for r in pct], height=0.4, label="measured",
+            color=[_TABLE_COLORS[r[0]] for r in pct])
+    ax.barh([y - 0.2 for y in ys], [r[4] or 0 for r in pct], height=0.4, color="0.9", edgecolor="0.5",
+            hatch="///", lw=0.5, label="chance")
+    ax.set_yticks(list(ys), [f"{r[1]} ({METRICS[r[2]].label}{'' if r[5] else ' ↓'})" for r in pct], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("score (0-100; ↓ = lower is better)")
+    tables = dict.fromkeys(r[0] for r in pct)
+    handles = [matplotlib.patches.Patch(color=_TABLE_COLORS[t], label=f"measured ({t})") for t in tables]
+    chance = matplotlib.patches.Patch(facecolor="0.9", edgecolor="0.5", hatch="///", label="chance (trivial baseline)")
+    fig.legend(handles=[*handles, chance], fontsize=8, frameon=False, loc="outside lower center", ncol=3)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Held-out test split: measured vs chance")
+    if ppl:
+        ax2 = axes[0, 1]
+        labels, vals, colors = [], [], []
+        for _, task, _, value, chance, _ in ppl:
+            res = results["tables"]["text"]["tasks"][task]
+            for lab, v, c in (("before", res.get("perplexity_before"), "#bbbbbb"), ("after", value, "#7f7f7f"),
+                              ("unigram", chance, "#dddddd")):
+                if v is not None:
+                    labels.append(lab)
+                    vals.append(v)
+                    colors.append(c)
+        bars = ax2.bar(labels, vals, color=colors)
+        ax2.bar_label(bars, fmt="%.4g", fontsize=8)
+        ax2.set_ylim(0, 1.15 * max(vals))
+        ax2.set_title("held-out text perplexity ↓", fontsize=9)
+        ax2.tick_params(labelsize=8)
+    return save_figure(fig, out)
+
+
+# ------------------------------------------------------------------------------------- ablations
+def plot_downsample_ablation(arms: Mapping[int, Mapping[str, float]], out: str | Path,
+                             reported: Mapping[int, float] | None = REPORTED_DOWNSAMPLE_WER) -> list[Path]:
+    """WER against audio tokens per second (50 / n) for each Conv-GMLP rate n, like the paper's Figure 6.
+
+    ``arms`` maps n -> {"wer": ..., "tokens_per_second": ..., optional "chance_wer"}. ``reported`` (the
+    paper's 1.5B audio-LLM numbers, another model and test set) gets its own panel, never our axis;
+    ``None`` leaves it out.
+    """
+    if not arms:
+        raise ValueError("plot_downsample_ablation: no arms; run omni_core.eval.ablation.downsample_arm first")
+    panels = [("measured (this repo)", {n: arms[n]["wer"] for n in arms}, "#d62728")]
+    if reported:
+        panels.append(("reported (paper), 1.5B audio LLM", dict(reported), "0.4"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (title, wer, color) in zip(axes[0], panels):
+        ns = sorted(wer)
+        x = [50 / n for n in ns]
+        ax.plot(x, [wer[n] for n in ns], "o-", color=color)
+        for n, xi in zip(ns, x):
+            ax.annotate(f"n={n}", (xi, wer[n]), textcoords="offset points", xytext=(4, 6), fontsize=8)
+        if ax is axes[0, 0] and "chance_wer" in arms[ns[0]]:
+            ax.axhline(arms[ns[0]]["chance_wer"], color="0.6", ls="--", lw=1, label="chance (fixed sentence)")
+            ax.legend(fontsize=8, frameon=False)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.minorticks_off()
+        ax.set_ylim(0, 1.2 * max([*wer.values(), arms[ns[0]].get("chance_wer", 0) if ax is axes[0, 0] else 0]))
+        ax.set_xlabel("audio tokens per second (50 / n)")
+        ax.set_ylabel("WER (%) ↓")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Conv-GMLP downsampling: WER vs audio tokens per second", fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def plot_staging_ablation(per_task: Mapping[str, Mapping[str, float]], out: str | Path) -> list[Path]:
+    """Grouped bars per task: ``{"staged": {task: v}, "joint": {task: v}, "chance": {task: v}}`` (headline
+    metric of each task on its 0-100 scale, WER tasks marked ↓; perplexity, on another scale, is left out)."""
+    arms = [a for a in ("staged", "joint", "chance") if a in per_task]
+    tasks = sorted({t for a in arms for t in per_task[a] if task_spec(t).metrics[0] in METRICS},
+                   key=list(TASKS).index)
+    if not tasks:
+        raise ValueError("plot_staging_ablation: no task results")
+    colors = {"staged": "#1f77b4", "joint": "#ff7f0e"}
+    width = 0.8 / len(arms)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(tasks) + 2), 3.8))
+    for i, arm in enumerate(arms):
+        style = {"color": "0.9", "edgecolor": "0.5", "hatch": "///", "lw": 0.5} if arm == "chance" else {"color": colors[arm]}
+        ax.bar([j + (i - (len(arms) - 1) / 2) * width for j in range(len(tasks))],
+               [per_task[arm].get(t, 0.0) for t in tasks], width, label=arm, **style)
+    labels = []
+    for t in tasks:
+        m = METRICS[task_spec(t).metrics[0]]
+        labels.append(f"{t}\n{m.label}{'' if m.higher_is_better else ' ↓'}")
+    ax.set_xticks(range(len(tasks)), labels, fontsize=7, rotation=30, ha="right")
+    ax.set_ylabel("headline metric")
+    ax.legend(fontsize=8, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title("Same compute: staged recipe vs one joint mixture")
+    return save_figure(fig, out)
+
+
+# ---------------------------------------------------------------------------------- token budget
+def plot_token_budget(budget: Mapping[str, Mapping], out: str | Path) -> list[Path]:
+    """Three panels from :func:`omni_core.eval.ablation.token_budget`: image tokens vs AnyRes tiles, video
+    tokens vs seconds (1 fps, frame cap), audio tokens vs seconds for each Conv-GMLP rate."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    img, vid, aud = budget["image"], budget["video"], budget["audio"]
+    axes[0].bar([str(t) for t in img["tiles"]], img["tokens"], color=_TABLE_COLORS["image"])
+    axes[0].set_xlabel("AnyRes grid tiles (+1 global view when > 1)")
+    axes[0].set_title(f"image: {img['tokens_per_tile']} tokens per tile", fontsize=10)
+    axes[1].plot(vid["seconds"], vid["tokens"], color=_TABLE_COLORS["video"])
+    axes[1].set_xlabel("video seconds")
+    axes[1].set_title(f"video: {vid['tokens_per_frame']} tokens/frame, {vid['fps']:g} fps, "
+                      f"max {vid['max_frames']} frames", fontsize=10)
+    for n, toks in aud["tokens"].items():
+        axes[2].plot(aud["seconds"], toks, label=f"n={n} ({50 / int(n):g} tok/s)")
+    axes[2].set_xlabel("audio seconds")
+    axes[2].set_title("audio: Conv-GMLP rate n", fontsize=10)
+    axes[2].legend(fontsize=8, frameon=False)
+    for ax in axes:
+        ax.set_ylabel("LLM tokens")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Token budget per modality ({budget.get('scale', 'full')} scale)", fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+# ------------------------------------------------------------------------------ offline dvc plots
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "plot"
+
+
+def render_dvc_plots(out_dir: str | Path, repo: str | Path = ".", targets: Iterable[str] = ()) -> list[Path]:
+    """Run ``dvc plots show --json`` in ``repo`` and render every Vega-Lite spec to PNG + SVG offline.
+
+    Image plots (already PNG files) are left alone. Needs ``vl-convert-python`` (requirements-optional).
+    """
+    try:
+        import vl_convert as vlc
+    except ImportError as e:           # optional dependency: say how to get it
+        raise ImportError("render_dvc_plots needs vl-convert-python: pip install vl-convert-python") from e
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json", *targets], cwd=repo, env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`dvc plots show --json` failed in {repo}: {proc.stderr.strip()[-800:]}")
+    data = json.loads(proc.stdout).get("data", {})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, plots in data.items():
+        for i, plot in enumerate(plots):
+            if plot.get("type") != "vega":
+                continue
+            stem = _slug(name) + (f"_{i}" if i else "")
+            png, svg = out_dir / f"{stem}.png", out_dir / f"{stem}.svg"
+            png.write_bytes(vlc.vegalite_to_png(plot["content"], scale=2))
+            svg.write_text(vlc.vegalite_to_svg(plot["content"]))
+            written += [png, svg]
+    return written

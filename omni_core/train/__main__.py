@@ -1,0 +1,58 @@
+"""`python -m omni_core.train --stage NAME [--params params.yaml] [--profile P] [--set key=value ...]`
+
+Also runs under `torchrun --nproc_per_node N -m omni_core.train ...` and the `deepspeed` launcher
+(`deepspeed --module omni_core.train ...`; it passes `--local_rank`, which is accepted and ignored:
+the rank comes from the environment). `--set train.backend=deepspeed --set stages.2_sft.steps=10`
+overrides any params key (values parsed as YAML).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import yaml
+
+from omni_core.config import REPO_ROOT, ConfigError, load_config
+
+
+def parse_sets(items: list[str]) -> dict:
+    """`a.b.c=value` strings -> nested dict for load_config(overrides=...); values are YAML-parsed."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set stages.2_sft.steps=10")
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m omni_core.train", description=__doc__.split("\n")[0])
+    ap.add_argument("--stage", required=True, help="stage name in params.yaml (stages: ...)")
+    ap.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
+    ap.add_argument("--profile", default=None, help="tiny | small | full | smoke (default: params.yaml's)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.params, overrides=parse_sets(args.sets) or None, profile=args.profile)
+        from omni_core.train.loop import train_stage
+
+        result = train_stage(cfg, args.stage)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if result.get("rank", 0) == 0:
+        print(json.dumps({k: v for k, v in result.items() if k not in ("rank", "model")}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

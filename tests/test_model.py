@@ -1,0 +1,290 @@
+"""The tiny omni model: splicing, gradients per modality, packing, loss masking, save/load, generation."""
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, AutoModelForCausalLM, DynamicCache
+
+from omni_core.config import MODULES, load_config
+from omni_core.model import OmniForConditionalGeneration, build_model, train_tokenizer
+from omni_core.model.audio import ConvGMLP
+from omni_core.model.vision import num_patches, tokens_per_tile
+from omni_core.processing import OmniProcessor
+
+CORPUS = ["A handwritten digit seven.", "Describe the image.", "What is said in the audio?",
+          "The red square is left of the blue circle.", "Transcribe the speech.", "digit moves left and right",
+          "hello world, the quick brown fox jumps over the lazy dog"] * 4
+
+TOKEN_KEYS = ("input_ids", "attention_mask", "labels")
+MEDIA_CAT = ("pixel_values", "video_values", "audio_features", "audio_window_counts", "audio_token_counts")
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config()
+
+
+@pytest.fixture(scope="module")
+def processor(cfg):
+    return OmniProcessor(train_tokenizer(CORPUS, 400), cfg.model)
+
+
+@pytest.fixture(scope="module")
+def model(cfg, processor):
+    torch.manual_seed(0)
+    return build_model(cfg, processor.tokenizer)
+
+
+def _rgb(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def _wav(seconds, seed=0):
+    return {"type": "audio", "array": np.random.default_rng(seed).normal(0, 0.1, int(16000 * seconds)).astype(np.float32),
+            "sampling_rate": 16000}
+
+
+SAMPLES = {
+    "text": [{"type": "text", "text": "hello world"}],
+    "image": [{"type": "image", "image": _rgb(32, 32)}, {"type": "text", "text": "Describe the image."}],
+    "multi_tile": [{"type": "image", "image": _rgb(64, 64, 1)}, {"type": "text", "text": "Describe the image."}],
+    "video": [{"type": "video", "frames": [_rgb(32, 32, i) for i in range(3)]}, {"type": "text", "text": "digit moves"}],
+    "audio": [_wav(1.3), {"type": "text", "text": "Transcribe the speech."}],
+    "image_audio": [{"type": "image", "image": _rgb(32, 32, 2)}, _wav(0.7, 1)],
+}
+EXPECTED_GRADS = {
+    "text": {"llm"},
+    "image": {"vision_encoder", "vision_projector", "llm"},
+    "multi_tile": {"vision_encoder", "vision_projector", "llm"},
+    "video": {"vision_encoder", "video_projector", "llm"},
+    "audio": {"audio_encoder", "audio_projector", "llm"},
+    "image_audio": {"vision_encoder", "vision_projector", "audio_encoder", "audio_projector", "llm"},
+}
+
+
+def _sample(processor, name, answer="A handwritten digit seven."):
+    return processor([{"role": "user", "content": SAMPLES[name]},
+                      {"role": "assistant", "content": [{"type": "text", "text": answer}]}])
+
+
+def _batch(processor, samples):
+    """Right-padded batch; media keys concatenated in sample order (the collator's contract)."""
+    longest = max(len(s["input_ids"]) for s in samples)
+    pad = {"input_ids": processor.tokenizer.pad_token_id, "attention_mask": 0, "labels": -100}
+    out = {k: torch.stack([torch.nn.functional.pad(s[k], (0, longest - len(s[k])), value=pad[k]) for s in samples])
+           for k in TOKEN_KEYS}
+    for k in MEDIA_CAT:
+        parts = [s[k] for s in samples if k in s]
+        if parts:
+            out[k] = torch.cat(parts)
+    return out
+
+
+def _grad_sums(model):
+    """Per module group: None if no parameter got a .grad, else the total |grad|."""
+    sums = {}
+    for name, module in model.module_groups().items():
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        sums[name] = None if not grads else float(sum(g.abs().sum() for g in grads))
+    return sums
+
+
+def test_module_groups_are_the_config_names(model):
+    groups = model.module_groups()
+    assert tuple(groups) == MODULES
+    assert sum(p.numel() for g in groups.values() for p in g.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+def test_token_counts_come_from_the_modules(model, cfg):
+    v = cfg.model.vision
+    patches = num_patches(v.image_size, v.patch_size)
+    with torch.no_grad():
+        feats = model.get_image_features(torch.zeros(3, 3, v.image_size, v.image_size))
+        video = model.get_video_features(torch.zeros(2, 3, v.image_size, v.image_size))
+    assert feats.shape[0] == 3 * tokens_per_tile(v.image_size, v.patch_size, v.pool) == 3 * (patches // 4)
+    assert video.shape[0] == 2 * tokens_per_tile(v.image_size, v.patch_size, v.pool, v.video_pool) == 2 * (patches // 16)
+    proj = ConvGMLP(16, 24, downsample=8)
+    for frames in (8, 9, 150):
+        assert proj(torch.zeros(1, frames, 16)).shape[1] == proj.num_output_tokens(frames) == -(-frames // 8)
+
+
+@pytest.mark.parametrize("name", list(SAMPLES))
+def test_forward_backward_reaches_exactly_the_expected_modules(model, processor, name):
+    model.train()
+    model.zero_grad(set_to_none=True)
+    out = model(**_batch(processor, [_sample(processor, name)]))
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    sums = _grad_sums(model)
+    for group, total in sums.items():
+        assert total is not None, f"{group} got no gradient at all (the dummy pass must reach it): {sums}"
+        if group in EXPECTED_GRADS[name]:
+            assert total > 0, f"{name}: {group} should learn: {sums}"
+        else:
+            assert total == 0, f"{name}: {group} must get exactly zero gradient: {sums}"
+
+
+def test_mixed_batch_of_all_modalities(model, processor):
+    model.train()
+    model.zero_grad(set_to_none=True)
+    samples = [_sample(processor, n) for n in ("text", "multi_tile", "video", "audio", "image_audio")]
+    batch = _batch(processor, samples)
+    assert batch["audio_token_counts"].tolist() == [s["audio_token_counts"].item() for s in samples if "audio_features" in s]
+    out = model(**batch)
+    n_supervised = int((batch["labels"][:, 1:] != -100).sum())
+    assert out.logits.shape == (n_supervised, model.config.text_config.vocab_size)   # logits only where labels are
+    out.loss.backward()
+    assert all(total and total > 0 for total in _grad_sums(model).values())
+
+
+def test_mixed_batch_loss_equals_per_sample_losses(model, processor):
+    """Batching must not leak between rows: the batch loss is the token-weighted mean of single-sample losses."""
+    model.eval()
+    samples = [_sample(processor, n, answer=a) for n, a in (("image", "seven"), ("audio", "the quick brown fox"),
+                                                            ("text", "hello"))]
+    with torch.no_grad():
+        batch_loss = model(**_batch(processor, samples)).loss
+        losses, counts = [], []
+        for s in samples:
+            losses.append(model(**_batch(processor, [s])).loss)
+            counts.append(int((s["labels"][1:] != -100).sum()))
+    expected = sum(loss * c for loss, c in zip(losses, counts)) / sum(counts)
+    torch.testing.assert_close(batch_loss, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_packed_forward_equals_unpacked(model, processor):
+    model.eval()
+    samples = [_sample(processor, n) for n in ("image_audio", "text", "video")]
+    packed = {"input_ids": torch.cat([s["input_ids"] for s in samples])[None],
+              "position_ids": torch.cat([torch.arange(len(s["input_ids"])) for s in samples])[None]}
+    for k in MEDIA_CAT:
+        parts = [s[k] for s in samples if k in s]
+        if parts:
+            packed[k] = torch.cat(parts)
+    with torch.no_grad():
+        logits = model(**packed).logits[0]
+        start = 0
+        for s in samples:
+            alone = model(**{k: (v[None] if k in TOKEN_KEYS else v) for k, v in s.items() if k != "labels"}).logits[0]
+            torch.testing.assert_close(logits[start:start + len(alone)], alone, atol=1e-5, rtol=0)
+            start += len(alone)
+        # and the attention really is block-causal: without position restarts the second sample changes
+        causal = model(**{**packed, "position_ids": torch.arange(start)[None]}).logits[0]
+        assert (causal[len(samples[0]["input_ids"]):] - logits[len(samples[0]["input_ids"]):]).abs().max() > 1e-3
+
+
+def test_embed_inputs_chunked_prefill_matches_one_pass(model, processor):
+    """The streaming path: embed chunks separately and prefill them into one KV cache."""
+    model.eval()
+    s = _sample(processor, "image_audio")
+    ids = s["input_ids"][None]
+    audio_start = int((ids[0] == model.config.audio_start_token_id).nonzero()[0])
+    with torch.no_grad():
+        full = model(input_ids=ids, pixel_values=s["pixel_values"], audio_features=s["audio_features"],
+                     audio_window_counts=s["audio_window_counts"], audio_token_counts=s["audio_token_counts"]).logits
+        cache = DynamicCache(config=model.config.text_config)
+        first = model.embed_inputs(ids[:, :audio_start], pixel_values=s["pixel_values"])
+        second = model.embed_inputs(ids[:, audio_start:], audio_features=s["audio_features"],
+                                    audio_window_counts=s["audio_window_counts"],
+                                    audio_token_counts=s["audio_token_counts"])
+        a = model(inputs_embeds=first, past_key_values=cache, use_cache=True).logits
+        b = model(inputs_embeds=second, past_key_values=cache, use_cache=True).logits
+    torch.testing.assert_close(torch.cat([a, b], dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_pad_count_mismatch_and_missing_media_are_clear_errors(model, processor):
+    model.eval()
+    s = _sample(processor, "image")
+    with pytest.raises(ValueError, match=r"<\|image_pad\|> tokens in input_ids but pixel_values"):
+        model(input_ids=s["input_ids"][None], pixel_values=torch.cat([s["pixel_values"]] * 2))
+    with pytest.raises(ValueError, match="no pixel_values was given"):
+        model(input_ids=s["input_ids"][None])
+    a = _sample(processor, "audio")
+    with pytest.raises(ValueError, match="audio_window_counts"):
+        model(input_ids=a["input_ids"][None], audio_features=a["audio_features"],
+              audio_window_counts=torch.tensor([2]), audio_token_counts=a["audio_token_counts"])
+
+
+def test_all_labels_masked_is_an_error(model, processor):
+    s = _sample(processor, "text")
+    with pytest.raises(ValueError, match="no supervised token"):
+        model(input_ids=s["input_ids"][None], labels=torch.full_like(s["input_ids"], -100)[None])
+
+
+def test_loss_only_counts_supervised_positions(model, processor):
+    """Changing a token that is never a target (user text) moves the loss only through context, not as a target."""
+    model.eval()
+    s = _sample(processor, "text")
+    ids, labels = s["input_ids"][None], s["labels"][None]
+    with torch.no_grad():
+        out = model(input_ids=ids, labels=labels)
+        logits = model(input_ids=ids).logits[0, :-1]
+    targets = labels[0, 1:]
+    keep = targets != -100
+    manual = torch.nn.functional.cross_entropy(logits[keep], targets[keep])
+    torch.testing.assert_close(out.loss, manual, atol=1e-5, rtol=1e-5)
+
+
+def test_save_load_round_trip_is_exact(model, processor, tmp_path):
+    model.eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    s = _sample(processor, "image_audio")
+    inputs = {k: (v[None] if k in TOKEN_KEYS else v) for k, v in s.items() if k != "labels"}
+    with torch.no_grad():
+        before = model(**inputs).logits
+        for loader in (OmniForConditionalGeneration, AutoModelForCausalLM, AutoModel):
+            loaded = loader.from_pretrained(tmp_path).eval()
+            assert isinstance(loaded, OmniForConditionalGeneration)
+            assert torch.equal(loaded(**inputs).logits, before)
+    sd, sd2 = model.state_dict(), loaded.state_dict()
+    assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) for k in sd)
+
+
+def test_generate_uses_the_kv_cache_and_media_only_at_prefill(model, processor):
+    model.eval()
+    s = processor([{"role": "user", "content": SAMPLES["image_audio"]}], add_generation_prompt=True)
+    torch.manual_seed(0)
+    with_cache = model.generate(**s, max_new_tokens=6, do_sample=False, min_new_tokens=6)
+    without = model.generate(**s, max_new_tokens=6, do_sample=False, min_new_tokens=6, use_cache=False)
+    assert with_cache.shape == (1, len(s["input_ids"]) + 6)
+    assert torch.equal(with_cache, without)
+    media = {k: v for k, v in s.items() if k not in TOKEN_KEYS}
+    embeds = model.embed_inputs(s["input_ids"][None], **media)            # the streaming path: prefill embeddings
+    from_embeds = model.generate(inputs_embeds=embeds, max_new_tokens=6, do_sample=False, min_new_tokens=6)
+    assert torch.equal(from_embeds[0], with_cache[0, len(s["input_ids"]):])
+
+
+def test_generate_on_a_right_padded_batch_matches_single_prompts(model, processor):
+    model.eval()
+    prompts = [processor([{"role": "user", "content": SAMPLES[n]}], add_generation_prompt=True) for n in ("text", "image")]
+    batch = _batch(processor, [{**p, "labels": p["labels"]} for p in prompts])
+    out = model.generate(**batch, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    for row, p in zip(out, prompts):
+        alone = model.generate(**p, max_new_tokens=4, min_new_tokens=4, do_sample=False)[0]
+        assert torch.equal(row[-4:], alone[-4:])
+
+
+def test_video_projector_can_start_from_the_image_projector(model):
+    model.init_video_projector_from_image()
+    for a, b in zip(model.vision_projector.parameters(), model.video_projector.parameters()):
+        assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()      # a copy, not shared weights
+
+
+def test_gradient_checkpointing_with_a_frozen_llm_keeps_encoder_gradients(cfg, processor):
+    """Stages 1a/1b/1e freeze the LM: checkpointing must still carry gradients back to the encoders, unchanged."""
+    torch.manual_seed(0)
+    model = build_model(cfg, processor.tokenizer).train()
+    model.llm.requires_grad_(False)
+    batch = _batch(processor, [_sample(processor, "image_audio")])
+    grads = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        model.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert {n.split(".")[0] for n in grads[1]} == {"vision_encoder", "vision_projector", "video_projector",
+                                                   "audio_encoder", "audio_projector"}
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
