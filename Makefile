@@ -14,13 +14,16 @@ export DS_ACCELERATOR ?= cpu
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: setup apt repro test lab lint small clean-outputs help
+.PHONY: setup apt repro test lab lint small data bench demo help
 help:
 	@echo "make repro   set up (if needed) and run the pipeline: dvc repro (tiny profile)"
 	@echo "make test    set up (if needed) and run the test suite"
 	@echo "make lab     JupyterLab on the repo"
 	@echo "make lint    ruff + notebook pairing check"
-	@echo "make small   convert the small profile's pretrained weights into models/"
+	@echo "make small   convert the small profile's pretrained weights into models/converted/"
+	@echo "make data    prepare the data only (python -m omni_core.data prepare)"
+	@echo "make bench   run the JSON benchmarks (data, training, streaming) into benchmarks/results/"
+	@echo "make demo    replay VIDEO=file.mp4 through the real-time session with the trained checkpoint"
 
 setup: apt $(STAMP)
 
@@ -54,4 +57,16 @@ lint: setup
 	$(PY) -m omni_core.notebooks check
 
 small: setup
-	$(PY) -m omni_core.model.pretrained
+	$(PY) -m omni_core.model.pretrained --profile small
+
+data: setup
+	$(PY) -m omni_core.data prepare
+
+bench: setup
+	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_stream.py
+
+VIDEO ?= data/prepared/media/video/mnist-test-00000.mp4
+demo: setup
+	$(PY) -m omni_core.demo_realtime --checkpoint checkpoints/2_sft/model --vad checkpoints/vad --video $(VIDEO)

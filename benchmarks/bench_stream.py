@@ -8,9 +8,10 @@ boundary decisions. Reported per profile:
 
 - ``latency_s``: seconds from the end-of-speech decision to the first answer token, per turn;
 - ``rtf``: real-time factor = compute time (pushes + answers) / stream duration (< 1 keeps up);
+  ``rtf_input``: the same without answer generation (ingesting frames and audio, end-of-turn prefill);
 - ``tokens_prefilled_after_speech``: the work left once the user stops talking.
 
-    python benchmarks/bench_stream.py [--profiles tiny small] [--turns 4] [--out benchmarks/results/stream.json]
+    python benchmarks/bench_stream.py [--profiles tiny small] [--turns 6] [--out benchmarks/results/stream.json]
 
 The profile of params.yaml uses ``checkpoints/<eval.checkpoint>/model`` when it exists; otherwise (and
 for the other profile) the config's model: pretrained parts from ``models/`` (small needs the converted
@@ -57,15 +58,19 @@ def make_stream(turns: int, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]
 def run(model, processor, vad, cfg, audio: np.ndarray, frames: list[np.ndarray], incremental: bool) -> dict:
     """One pass over the stream; answers are generated synchronously when speech ends."""
     session = OmniSession(model, processor, vad, cfg.stream, incremental=incremental, auto_answer=False)
-    step, compute = int(CHUNK * SR), 0.0
+    step, compute, answering = int(CHUNK * SR), 0.0, 0.0
     for i, start in enumerate(range(0, len(audio), step)):
         t0 = time.perf_counter()
         session.push_video_frame(frames[min(int(i * CHUNK * CAMERA_FPS), len(frames) - 1)])
         if any(e.kind == "speech_end" for e in session.push_audio(audio[start:start + step])):
+            t1 = time.perf_counter()
             session.answer()
+            answering += time.perf_counter() - t1
         compute += time.perf_counter() - t0
     turns = [t for t in session.turns if t.first_token is not None]
-    return {"latency_s": [t.latency for t in turns], "rtf": compute / (len(audio) / SR),
+    seconds = len(audio) / SR
+    return {"latency_s": [t.latency for t in turns], "rtf": compute / seconds,
+            "rtf_input": (compute - answering) / seconds,
             "frames_per_turn": [t.frames for t in turns],
             "tokens_prefilled_after_speech": [t.tokens_prefilled_after_speech for t in turns],
             "context_tokens": len(session.ids)}
@@ -76,20 +81,20 @@ def summarize(runs: list[dict]) -> dict:
     lat = np.median(np.array([r["latency_s"] for r in runs]), axis=0)
     return {"latency_s": [round(float(x), 4) for x in lat], "mean_latency_s": round(float(lat.mean()), 4),
             "rtf": round(float(np.median([r["rtf"] for r in runs])), 4),
+            "rtf_input": round(float(np.median([r["rtf_input"] for r in runs])), 4),
             **{k: runs[0][k] for k in ("frames_per_turn", "tokens_prefilled_after_speech", "context_tokens")}}
 
 
 def bench_profile(profile: str, turns: int, repeats: int, device: str) -> dict:
     cfg = load_config(REPO_ROOT / "params.yaml", profile=profile)
     ckpt = REPO_ROOT / cfg.train.checkpoints_dir / cfg.eval.checkpoint / "model"
-    if profile != load_config(REPO_ROOT / "params.yaml").profile:
-        ckpt = Path("/nonexistent")          # checkpoints/ holds the pipeline's profile: never load it as another
-    model, processor = load_model(cfg, ckpt)
+    # checkpoints/ holds the pipeline's profile: never load it as another profile's model
+    trained = profile == load_config(REPO_ROOT / "params.yaml").profile and (ckpt / "config.json").exists()
+    model, processor = load_model(cfg, ckpt if trained else None)
     model.to(device)
-    vad = load_or_train_vad(ckpt / VAD_SUBDIR if (ckpt / VAD_SUBDIR / "config.json").exists() else None)
+    vad = load_or_train_vad(ckpt / VAD_SUBDIR if trained and (ckpt / VAD_SUBDIR / "config.json").exists() else None)
     audio, frames = make_stream(turns)
     warm_audio, warm_frames = make_stream(1, seed=1)
-    trained = (ckpt / "config.json").exists()
     out = {"checkpoint": str(ckpt) if trained else "none: the config's model, untrained parts random",
            "parameters": sum(p.numel() for p in model.parameters()), "stream_seconds": round(len(audio) / SR, 2)}
     runs: dict[str, list[dict]] = {"streaming": [], "reencode": []}
@@ -118,10 +123,10 @@ def main() -> None:
     result = {"device": args.device, "cpu": platform.processor() or platform.machine(), "threads": args.threads,
               "turns": args.turns, "repeats": args.repeats, "chunk_seconds": CHUNK, "camera_fps": CAMERA_FPS, "profiles": {}}
     for profile in args.profiles:
-        if profile == "small" and not (REPO_ROOT / "models" / "smollm2-135m-instruct" / "config.json").exists():
-            result["profiles"][profile] = {"skipped": "models/ has no converted weights: python -m omni_core.model.pretrained"}
-            continue
-        result["profiles"][profile] = bench_profile(profile, args.turns, args.repeats, args.device)
+        try:
+            result["profiles"][profile] = bench_profile(profile, args.turns, args.repeats, args.device)
+        except FileNotFoundError as err:          # e.g. small without its converted weights under models/
+            result["profiles"][profile] = {"skipped": str(err)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -294,18 +294,16 @@ def zero_estimates() -> dict:
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
     total, largest, per_module = full_profile_params()
+    z2 = estimate_zero2_model_states_mem_needs
+    z3 = functools.partial(estimate_zero3_model_states_mem_needs, total, largest, zero_init=True)
     rows = []
     for gpus in (1, 8):
-        for name, fn in (
-                ("ZeRO-2", lambda: estimate_zero2_model_states_mem_needs(total, gpus, 1, cpu_offload=False)),
-                ("ZeRO-2 + offload optimizer", lambda: estimate_zero2_model_states_mem_needs(total, gpus, 1, cpu_offload=True)),
-                ("ZeRO-3", lambda: estimate_zero3_model_states_mem_needs(total, largest, gpus, 1, cpu_offload=False,
-                                                                         cpu_offload_params=False, zero_init=True)[:2]),
-                ("ZeRO-3 + offload optimizer", lambda: estimate_zero3_model_states_mem_needs(
-                    total, largest, gpus, 1, cpu_offload=True, cpu_offload_params=False, zero_init=True)[:2]),
-                ("ZeRO-3 + offload optimizer + params", lambda: estimate_zero3_model_states_mem_needs(
-                    total, largest, gpus, 1, cpu_offload=True, cpu_offload_params=True, zero_init=True)[:2])):
-            cpu, gpu = fn()
+        for name, (cpu, gpu) in (
+                ("ZeRO-2", z2(total, gpus, 1, cpu_offload=False)),
+                ("ZeRO-2 + offload optimizer", z2(total, gpus, 1, cpu_offload=True)),
+                ("ZeRO-3", z3(gpus, 1, cpu_offload=False, cpu_offload_params=False)[:2]),
+                ("ZeRO-3 + offload optimizer", z3(gpus, 1, cpu_offload=True, cpu_offload_params=False)[:2]),
+                ("ZeRO-3 + offload optimizer + params", z3(gpus, 1, cpu_offload=True, cpu_offload_params=True)[:2])):
             rows.append({"gpus": f"{gpus} x 80 GB", "strategy": name, "per_gpu_gb": round(gpu / 2**30, 1),
                          "cpu_gb": round(cpu / 2**30, 1), "fits_80gb": gpu / 2**30 < 80 * 0.9})
     return {"total_params": total, "largest_layer_params": largest, "params_by_module": per_module, "rows": rows,

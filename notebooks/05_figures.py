@@ -41,11 +41,11 @@ out.mkdir(parents=True, exist_ok=True)
 
 # %%
 plots.plot_loss_curves(recipe_stages(cfg), cfg.train.log_dir, out / "loss_curves")
-plt.show()
+
 
 # %%
 plots.plot_metric_vs_chance(load_results(cfg.eval.metrics_dir), out / "metric_vs_chance")
-plt.show()
+
 
 # %% [markdown]
 # ## Audio ablation (paper Figure 6)
@@ -55,7 +55,7 @@ plt.show()
 # %%
 arms = collect_downsample(Path(ablation_dir) / "downsample")
 plots.plot_downsample_ablation(arms, out / "ablation_downsample")
-plt.show()
+
 
 # %% [markdown]
 # ## Staging ablation
@@ -65,7 +65,7 @@ plt.show()
 
 # %%
 plots.plot_staging_ablation(collect_staging(Path(ablation_dir) / "staging"), out / "ablation_staging")
-plt.show()
+
 
 # %% [markdown]
 # ## Token budget at full scale
@@ -76,7 +76,7 @@ plt.show()
 # %%
 full = load_config(params, profile="full")
 plots.plot_token_budget(token_budget(full), out / "token_budget")
-plt.show()
+
 
 # %% [markdown]
 # ## DVC plots, rendered offline

@@ -40,11 +40,12 @@
 params = "params.yaml"
 profile = ""      # "" = the profile named in params.yaml
 checkpoint = ""   # "" = checkpoints/<eval.checkpoint>/model (random-init model if it does not exist)
+vad_dir = ""      # "" = <checkpoint>/vad (trained and saved there if missing; kept in memory without a checkpoint)
 video = ""        # "" = a moving-MNIST clip with a spoken question, made here; or any mp4 with audio
 speed = 1.0       # replay speed: 1.0 = real time, 0 = as fast as the model runs (answers then compete with it)
 turns = 4         # turns of the streaming vs re-encoding comparison
 repeats = 3       # ... each timed this many times (median)
-threads = 1       # torch CPU threads for the timings
+threads = 1       # torch CPU threads (timings on a shared CPU are steadier on one)
 seed = 0
 
 # %%
@@ -65,6 +66,7 @@ from omni_core.stream import OmniSession, load_model
 from omni_core.vad import VAD_SUBDIR, detect, evaluate_boundaries, load_or_train_vad, synth_streams, tts_sentences
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(threads)
 cfg = load_config(params, profile=profile or None)
 ckpt = Path(checkpoint or Path(cfg.train.checkpoints_dir) / cfg.eval.checkpoint / "model")
 trained = (ckpt / "config.json").exists()
@@ -74,13 +76,13 @@ print("model:", ckpt if trained else f"random-init {cfg.profile} profile",
 
 # %% [markdown]
 # ## 1. Where does speech start and end?
-# The head is loaded from `<checkpoint>/vad/`, or trained now (seconds) and saved there. It sees 25 ms
+# The head is loaded from `vad_dir` (default `<checkpoint>/vad/`), or trained now (seconds) and saved there. It sees 25 ms
 # frames every 10 ms and only the past 160 ms, so feeding it chunk by chunk gives exactly its offline
 # output. A turn ends after `stream.min_silence_seconds` of non-speech: pauses between words are not
 # ends of turns. The held-out streams use a voice (`awb`) and sentences the head never heard.
 
 # %%
-vad = load_or_train_vad(ckpt / VAD_SUBDIR if trained else None, seed=seed)
+vad = load_or_train_vad(vad_dir or (ckpt / VAD_SUBDIR if trained else None), seed=seed)
 held_out = synth_streams(12, ("awb",), seed=seed + 1, sentences=tts_sentences()[1])
 boundary = evaluate_boundaries(vad, held_out, chunk_seconds=cfg.stream.chunk_seconds, threshold=cfg.stream.end_threshold,
                                min_speech_seconds=cfg.stream.min_speech_seconds,
@@ -169,7 +171,6 @@ print("".join(p if isinstance(p, str) else f"{p[0]}x{p[1]}" for p in text))
 questions = ["what is moving", "which digit is it", "where does it go", "what color is the background"]
 speech = [flite(questions[i % len(questions)], "slt") for i in range(turns)]
 cam = [np.asarray(f) for f in (clip.frames * 4)[: 3 * turns]]
-torch.set_num_threads(threads)          # timings on a shared CPU are steadier on one thread
 latency = {"streaming": [], "re-encode": []}
 for rep in range(repeats):               # interleaved repeats, median per turn
     for incremental in (True, False):

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
 
 from omni_core.config import REPO_ROOT, load_config
 from omni_core.model.audio import SAMPLING_RATE
 from omni_core.processing import load_audio
-from omni_core.stream import OmniSession, StreamEvent, load_model
+from omni_core.stream import OmniSession, StreamEvent, load_model, warm_up
 from omni_core.vad import VAD_SUBDIR, load_or_train_vad
 
 
@@ -100,8 +101,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profile", default=None)
     ap.add_argument("--speed", type=float, default=1.0, help="replay speed; 0 = as fast as possible")
     ap.add_argument("--prompt", default="Describe the video.", help="question asked at the end if nobody spoke")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default; 1 is steadier "
+                    "on a busy machine)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = load_config(args.params, profile=args.profile)
     ckpt = Path(args.checkpoint) if args.checkpoint else None
     if ckpt is not None and not (ckpt / "config.json").exists():
@@ -120,10 +125,12 @@ def main(argv: list[str] | None = None) -> None:
         elif ev.kind == "answer_end":
             turn = session.turns[-1]
             note = " [interrupted]" if turn.interrupted else ""
-            print(f"{note}\n[{ev.time:5.1f}s] first token {1000 * turn.latency:.0f} ms after end of speech", flush=True)
+            print(f"{note}\n[{ev.time:5.1f}s] answer done (first token {1000 * turn.latency:.0f} ms after the end of speech)",
+                  flush=True)
         else:
             print(f"[{ev.time:5.1f}s] {ev.kind.replace('_', ' ')}", flush=True)
 
+    warm_up(model, processor, cfg.stream)
     session = OmniSession(model, processor, vad, cfg.stream, on_text=lambda t: print(t, end="", flush=True),
                           on_event=on_event)
     replay(session, clip, cfg.stream.chunk_seconds, args.speed, prompt=args.prompt)

@@ -58,8 +58,8 @@ def check(folder: Path = NOTEBOOKS) -> list[str]:
                             "`python -m omni_core.notebooks sync` (or `jupytext --sync`)")
         if any(c.get("outputs") or c.get("execution_count") for c in nb.cells if c.cell_type == "code"):
             problems.append(f"{ipynb}: committed with outputs; run `python -m omni_core.notebooks sync`")
-        if not any("parameters" in c.metadata.get("tags", []) for c in nb.cells):
-            problems.append(f"{ipynb}: no cell tagged `parameters` (papermill injects -p values after it)")
+        if not any("parameters" in c.metadata.get("tags", []) for c in src.cells):
+            problems.append(f"{py}: no cell tagged `parameters` (papermill injects -p values after it)")
         if nb.metadata.get("kernelspec", {}).get("name") != "python3":
             problems.append(f"{ipynb}: kernelspec must be python3 (papermill -k python3 on any machine)")
     for ipynb in sorted(folder.glob("*.ipynb")):

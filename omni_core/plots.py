@@ -19,12 +19,9 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")          # files only; no display on CI or in papermill
-import matplotlib.patches  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
+import matplotlib.patches
+import matplotlib.pyplot as plt
+import matplotlib.ticker
 
 from .eval.metrics import METRICS, TABLES, TASKS, task_spec  # noqa: E402
 from .eval.reported import REPORTED_DOWNSAMPLE_WER  # noqa: E402
@@ -39,8 +36,19 @@ def save_figure(fig, path: str | Path) -> list[Path]:
     outs = [path.with_suffix(".png"), path.with_suffix(".svg")]
     fig.savefig(outs[0], dpi=150, bbox_inches="tight")
     fig.savefig(outs[1], bbox_inches="tight")
+    _show_in_notebook(fig)
     plt.close(fig)
     return outs
+
+
+def _show_in_notebook(fig) -> None:
+    """Display ``fig`` when running in a Jupyter kernel (JupyterLab, papermill): figures saved here are
+    also what a notebook reader should see."""
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        from IPython.display import display
+
+        display(fig)
 
 
 # ------------------------------------------------------------------------------------ loss curves
@@ -287,3 +295,71 @@ def render_dvc_plots(out_dir: str | Path, repo: str | Path = ".", targets: Itera
             svg.write_text(vlc.vegalite_to_svg(plot["content"]))
             written += [png, svg]
     return written
+
+
+# ----------------------------------------------------------------------------- notebook helpers
+def plot_stage_loss(cfg, stage: str):
+    """One stage's training loss (line) and validation loss (dots) from its dvclive log; returns the figure."""
+    log_dir = Path(cfg.train.log_dir) / stage
+    train, val = stage_losses([stage], cfg.train.log_dir), stage_losses([stage], cfg.train.log_dir, "val")
+    if stage not in train:
+        raise FileNotFoundError(f"{log_dir}: no dvclive loss log; train the stage first "
+                                f"(python -m omni_core.train --stage {stage})")
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.plot(*train[stage], lw=1.2, label="train")
+    if stage in val:
+        ax.plot(*val[stage], "o-", ms=5, label="validation (held-out, same mixture)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (answer tokens)")
+    ax.set_title(f"stage {stage}")
+    ax.legend(frameon=False)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def show_samples(samples: Sequence[Mapping], root: str | Path, per_task: int = 1):
+    """A grid with the first ``per_task`` sample(s) of every task: the media as decoded for the model
+    (image, first video frame, audio waveform) above the question and the answer; returns the figure."""
+    import textwrap
+
+    import numpy as np
+
+    from .data.manifest import answer_text, media_parts
+    from .processing import load_audio, load_image, load_video_frames
+
+    chosen: dict[str, list[Mapping]] = {}
+    for s in samples:
+        if len(chosen.setdefault(s["task"], [])) < per_task:
+            chosen[s["task"]].append(s)
+    picks = [s for group in chosen.values() for s in group]
+    cols = 4
+    rows = -(-len(picks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.1 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    root = Path(root)
+    for ax, s in zip(axes.flat, picks):
+        parts = media_parts(s)
+        question = " ".join(p["text"] for m in s["messages"] if m["role"] == "user"
+                            for p in m["content"] if p["type"] == "text")
+        answer = answer_text(s)
+        kinds = [p["type"] for p in parts]
+        for part in parts:
+            if part["type"] == "image":
+                ax.imshow(load_image(part, root, 512))
+                break
+            if part["type"] == "video":
+                ax.imshow(np.asarray(load_video_frames(part, root, 1.0, 1)[0]))
+                break
+            if part["type"] == "audio":
+                wave = load_audio(part, root)
+                ax.axis("on")
+                ax.plot(np.arange(len(wave)) / 16000, wave, lw=0.4)
+                ax.set_yticks([])
+                ax.set_xlabel("seconds", fontsize=7)
+                break
+        wrap = lambda t, n=40: "\n".join(textwrap.wrap(t, n)[:3])
+        ax.set_title(f"{s['task']} [{'+'.join(kinds) or 'text'}]\nQ: {wrap(question)}\nA: {wrap(answer)}",
+                     fontsize=7, loc="left")
+    fig.tight_layout()
+    return fig

@@ -66,7 +66,9 @@ def load_image(part: dict, base_dir: Path, max_side: int) -> Image.Image:
             if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
                 raise MediaError(f"{name}: expected an HxWx3 (or HxW) uint8 array, got {arr.dtype} {arr.shape}")
             image = Image.fromarray(arr)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as err:
+    except Image.DecompressionBombError as err:
+        raise MediaError(f"{name}: {err}; downscale the image (or raise PIL.Image.MAX_IMAGE_PIXELS)") from err
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise MediaError(f"{name}: cannot read the image ({err}); re-save it as PNG or JPEG") from err
     if image.width == 0 or image.height == 0:
         raise MediaError(f"{name}: image has zero size")
@@ -88,6 +90,12 @@ def load_video_frames(part: dict, base_dir: Path, fps: float, max_frames: int) -
     """
     if "frames" in part:
         frames, name = list(part["frames"]), "in-memory video"
+        for i, frame in enumerate(frames):
+            shape = getattr(frame, "shape", None)
+            if not isinstance(frame, Image.Image) and (shape is None or len(shape) != 3 or shape[2] != 3
+                                                       or np.asarray(frame).dtype != np.uint8):
+                raise MediaError(f"{name}: frames[{i}] must be an HxWx3 uint8 array or a PIL image, got "
+                                 f"{type(frame).__name__} {shape}")
     else:
         path = _media_path(part, base_dir)
         name, frames = str(path), []
@@ -96,6 +104,7 @@ def load_video_frames(part: dict, base_dir: Path, fps: float, max_frames: int) -
                 if not container.streams.video:
                     raise MediaError(f"{path}: the file has no video stream")
                 stream = container.streams.video[0]
+                stream.thread_type = "AUTO"                      # multi-threaded decoding
                 rate = float(stream.average_rate or stream.guessed_rate or 25)
                 next_t = 0.0
                 for i, frame in enumerate(container.decode(stream)):

@@ -307,8 +307,15 @@ class OmniSession:
         self.state = "answering"
         return self._answer(max_new_tokens, **generate_kwargs)
 
-    @torch.no_grad()
     def _answer(self, max_new_tokens: int | None, **generate_kwargs) -> str:
+        try:
+            return self._generate(max_new_tokens, **generate_kwargs)
+        except BaseException:
+            self.state = "idle"           # never leave the session stuck in "answering"
+            raise
+
+    @torch.no_grad()
+    def _generate(self, max_new_tokens: int | None, **generate_kwargs) -> str:
         stats = self.turns[-1]
         self._emit("answer_start")
         with self._lock:
@@ -414,6 +421,14 @@ class OmniSession:
             drop = max(0, len(self._audio) - keep)
             self._audio, self._audio_t0 = self._audio[drop:], self._audio_t0 + drop / SAMPLING_RATE
         return out
+
+
+def warm_up(model, processor, cfg: StreamConfig | None = None) -> None:
+    """One throwaway turn (a blank frame, half a second of silence, one answer token). The first forward
+    passes pay one-off costs (kernel selection, allocations) that would otherwise land on the first answer."""
+    size = model.config.vision_config.image_size
+    OmniSession(model, processor, cfg=cfg).ask(audio=np.zeros(SAMPLING_RATE // 2, np.float32),
+                                                frames=[np.zeros((size, size, 3), np.uint8)])
 
 
 # ------------------------------------------------------------------------------------------- loading

@@ -102,9 +102,12 @@ def test_token_counts_come_from_the_modules(model, cfg):
         video = model.get_video_features(torch.zeros(2, 3, v.image_size, v.image_size))
     assert feats.shape[0] == 3 * tokens_per_tile(v.image_size, v.patch_size, v.pool) == 3 * (patches // 4)
     assert video.shape[0] == 2 * tokens_per_tile(v.image_size, v.patch_size, v.pool, v.video_pool) == 2 * (patches // 16)
-    proj = ConvGMLP(16, 24, downsample=8)
-    for frames in (8, 9, 150):
-        assert proj(torch.zeros(1, frames, 16)).shape[1] == proj.num_output_tokens(frames) == -(-frames // 8)
+    for n in (2, 4, 8):                                     # the paper's ablation: 25 / 12.5 / 6.25 tokens per second
+        proj = ConvGMLP(16, 24, downsample=n)
+        for frames in (n, n + 1, 150, 1500):
+            assert proj(torch.zeros(1, frames, 16)).shape == (1, proj.num_output_tokens(frames), 24)
+            assert proj.num_output_tokens(frames) == -(-frames // n)
+        assert proj.num_output_tokens(1500) / 30 == pytest.approx(50 / n, abs=0.02)
 
 
 @pytest.mark.parametrize("name", list(SAMPLES))
@@ -288,3 +291,19 @@ def test_gradient_checkpointing_with_a_frozen_llm_keeps_encoder_gradients(cfg, p
                                                    "audio_encoder", "audio_projector"}
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
+
+
+def test_conv_gmlp_is_gate_times_up_plus_regrouped_residual():
+    torch.manual_seed(0)
+    n, d = 4, 6
+    proj = ConvGMLP(d, 10, downsample=n).eval()
+    x = torch.randn(2, 12, d)
+    regrouped = x.reshape(2, 3, n * d)                       # frames t..t+n-1 side by side
+    xt = x.transpose(1, 2)
+    gated = (torch.nn.functional.silu(proj.gate(xt)) * proj.up(xt)).transpose(1, 2)
+    expected = proj.proj(proj.norm(proj.mix(gated) + regrouped))
+    torch.testing.assert_close(proj(x), expected)
+    with torch.no_grad():                                     # without the gated branch only the residual is left
+        proj.mix.weight.zero_()
+        proj.mix.bias.zero_()
+    torch.testing.assert_close(proj(x), proj.proj(proj.norm(regrouped)))

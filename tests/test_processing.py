@@ -166,11 +166,19 @@ def test_transparent_pixels_become_white(processor):
     assert torch.allclose(out["pixel_values"], torch.ones(1), atol=1e-6)           # white = +1 after SigLIP norm
 
 
-def test_huge_image_is_shrunk_to_the_tile_budget(processor, cfg, tmp_path):
+def test_huge_image_is_shrunk_to_the_tile_budget(processor, cfg, tmp_path, monkeypatch):
     Image.new("RGB", (6000, 4000), (200, 10, 10)).save(tmp_path / "big.jpg", quality=50)
-    out = processor([{"role": "user", "content": [{"type": "image", "path": "big.jpg"}]},
-                     {"role": "assistant", "content": "ok"}], base_dir=tmp_path)
-    assert out["pixel_values"].shape[0] <= cfg.model.vision.max_tiles + 1
+    Image.new("RGB", (6000, 4000), (200, 10, 10)).save(tmp_path / "big.png")
+    for name in ("big.jpg", "big.png"):
+        out = processor([{"role": "user", "content": [{"type": "image", "path": name}]},
+                         {"role": "assistant", "content": "ok"}], base_dir=tmp_path)
+        assert out["pixel_values"].shape[0] <= cfg.model.vision.max_tiles + 1
+        assert abs(float(out["pixel_values"][0, 0].mean()) - (200 / 255 - 0.5) / 0.5) < 0.02
+    # beyond PIL's decompression-bomb limit: a MediaError naming the file, not a crash
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    with pytest.raises(MediaError, match="big.png.*downscale"):
+        processor([{"role": "user", "content": [{"type": "image", "path": "big.png"}]},
+                   {"role": "assistant", "content": "ok"}], base_dir=tmp_path)
 
 
 @pytest.mark.parametrize("content, match", [
@@ -261,6 +269,10 @@ def test_long_video_is_thinned_to_max_frames(processor, cfg, tmp_path):
 def test_bad_videos_raise_media_error(processor, tmp_path):
     with pytest.raises(MediaError, match="zero frames"):
         processor([{"role": "user", "content": [{"type": "video", "frames": []}]}, {"role": "assistant", "content": "ok"}])
+    with pytest.raises(MediaError, match=r"frames\[1\] must be an HxWx3 uint8"):
+        processor([{"role": "user", "content": [{"type": "video", "frames": [np.zeros((8, 8, 3), np.uint8),
+                                                                              np.zeros((8, 8), np.float32)]}]},
+                   {"role": "assistant", "content": "ok"}])
     (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a real video")
     sf.write(tmp_path / "sound.wav", np.zeros(1600, np.float32), 16000)
     for name, match in (("corrupt.mp4", "cannot decode the video"), ("sound.wav", "no video stream")):

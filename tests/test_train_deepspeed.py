@@ -1,6 +1,7 @@
 """DeepSpeed on CPU: 2 processes (torchrun, gloo), ZeRO-2 and ZeRO-3, on batches where one rank holds an
-image and no audio while the other holds audio and no image. No hang, the val loss falls, and the
-exported checkpoint loads with `from_pretrained` and equals the trained (gathered) weights."""
+image and no audio while the other holds audio and no image. No hang, the val loss falls, the exported
+checkpoint loads with `from_pretrained` and equals the trained (gathered) weights, and a killed ZeRO-2
+run resumes exactly."""
 import json
 import os
 import subprocess
@@ -9,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_fixtures import make_tiny_data, tiny_cfg
 
 from omni_core.config import REPO_ROOT
 from omni_core.train.batches import StageBatches
 from omni_core.train.ds_cpu import free_port
-from train_fixtures import make_tiny_data, tiny_cfg
 
+pytestmark = pytest.mark.slow       # two processes of torch + deepspeed
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from ds_train_worker import STAGE, stage_override  # noqa: E402
@@ -62,3 +64,14 @@ def test_deepspeed_trains_and_exports(ds_run, zero):
     for name, w in trained.items():
         assert w.numel() > 0 and got[name].shape == w.shape, name
         assert torch.equal(got[name], w), f"{zero}: exported {name} differs from the trained weights"
+
+
+def test_deepspeed_resume_continues_exactly(ds_run):
+    """ZeRO-2 killed during step 5 (last save at step 4) and resumed ends where the uninterrupted run ends."""
+    tmp, _ = ds_run
+    full = json.loads((tmp / "zero2" / "result.json").read_text())
+    resumed = json.loads((tmp / "zero2_resumed" / "result.json").read_text())
+    assert len(resumed["losses"]) == 4                  # steps 5..8 were trained after the resume
+    assert resumed["losses"] == pytest.approx(full["losses"][4:], abs=1e-6)
+    a, b = torch.load(tmp / "zero2" / "weights.pt"), torch.load(tmp / "zero2_resumed" / "weights.pt")
+    assert max(float((a[n] - b[n]).abs().max()) for n in a) < 1e-6

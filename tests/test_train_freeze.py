@@ -2,11 +2,11 @@
 are bitwise unchanged and every parameter it trains has moved."""
 import pytest
 import torch
+from train_fixtures import make_tiny_data, tiny_cfg
 
 from omni_core.config import REPO_ROOT, load_config
 from omni_core.train.loop import train_stage
 from omni_core.train.stages import init_model, stage_lrs
-from train_fixtures import make_tiny_data, tiny_cfg
 
 STAGES = list(load_config(REPO_ROOT / "params.yaml").stages)
 

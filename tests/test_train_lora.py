@@ -1,11 +1,11 @@
 """LoRA on the LLM (train.lora_rank > 0): only the adapters train, and the exported checkpoint is a
 plain model with the adapters merged, computing what the adapted model computes."""
 import torch
+from train_fixtures import make_tiny_data, tiny_cfg
 
 from omni_core.model import OmniForConditionalGeneration
 from omni_core.train.loop import train_stage
 from omni_core.train.stages import init_model
-from train_fixtures import make_tiny_data, tiny_cfg
 
 
 def test_lora_trains_adapters_and_exports_merged(tmp_path):

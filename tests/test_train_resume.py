@@ -1,12 +1,13 @@
 """Resume: a stage killed after step k and resumed ends where an uninterrupted run ends (CPU fp32);
 a state written under another config is refused; a kill during a save never corrupts a checkpoint."""
+import re
+
 import pytest
-import torch
+from train_fixtures import make_tiny_data, tiny_cfg
 
 from omni_core.config import REPO_ROOT, load_config
 from omni_core.train.checkpoint import CheckpointMismatchError, atomic_dir, latest_state, read_state
 from omni_core.train.loop import train_stage
-from train_fixtures import make_tiny_data, tiny_cfg
 
 STAGE = "1f_omni_alignment"        # trains every module; here on image + audio + text
 MIXTURE = {**{t: 0.0 for t in load_config(REPO_ROOT / "params.yaml").stages[STAGE].mixture},
@@ -40,11 +41,18 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, data):
         train_stage(cfg, STAGE, progress=False, on_step=_kill_after(3))
     stage_dir = tmp_path / "b" / "checkpoints" / STAGE
     assert read_state(latest_state(stage_dir)).step == 2
-    resumed = train_stage(cfg, STAGE, progress=False)
 
+    # the interrupted state is refused under a changed config, naming what changed
+    changed = {STAGE: {**OVERRIDE[STAGE], "lr": {"llm": 5e-4}}}
+    was = load_config(REPO_ROOT / "params.yaml").stages[STAGE].lr["llm"]
+    with pytest.raises(CheckpointMismatchError, match=re.escape(f"stage.lr.llm: {was!r} -> 0.0005")):
+        train_stage(tiny_cfg(tmp_path / "b", data, stages=changed), STAGE, progress=False)
+
+    resumed = train_stage(cfg, STAGE, progress=False)
     assert resumed["steps"] == full["steps"] == 5
     assert abs(resumed["train_loss"] - full["train_loss"]) < 1e-6
     assert abs(resumed["val_loss_end"] - full["val_loss_end"]) < 1e-6
+    assert resumed["val_loss_start"] == full["val_loss_start"]      # carried over from the killed run
     a, b = dict(full["model"].named_parameters()), dict(resumed["model"].named_parameters())
     worst = max(float((a[n] - b[n]).detach().abs().max()) for n in a)
     assert worst < 1e-6, f"resumed weights differ from the uninterrupted run by {worst}"
@@ -53,13 +61,9 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, data):
     rows = loss_tsv.read_text().strip().splitlines()[1:]
     assert [int(r.split("\t")[0]) for r in rows] == [1, 2, 3, 4, 5]
 
-    # a changed config is refused, naming what changed; resume=never starts over
-    changed = {STAGE: {**OVERRIDE[STAGE], "lr": {"llm": 5e-4}}}
-    with pytest.raises(CheckpointMismatchError, match=rf"stage\.lr\.llm"):
-        train_stage(tiny_cfg(tmp_path / "b", data, stages=changed), STAGE, progress=False)
-    fresh = train_stage(tiny_cfg(tmp_path / "b", data, stages=changed, train={"resume": "never"}), STAGE,
-                        progress=False)
-    assert fresh["steps"] == 5 and "val_loss_start" in fresh
+    # a finished stage under a changed config is a new experiment: it trains anew from step 0
+    fresh = train_stage(tiny_cfg(tmp_path / "b", data, stages=changed), STAGE, progress=False)
+    assert fresh["steps"] == 5 and "val_loss_start" in fresh and fresh["train_loss"] != resumed["train_loss"]
 
 
 def test_interrupted_write_leaves_previous_checkpoint(tmp_path):

@@ -3,10 +3,10 @@ lowers its own validation loss (val split of its mixture's tasks), and hands its
 import json
 
 import pytest
+from train_fixtures import make_tiny_data, tiny_cfg
 
 from omni_core.config import REPO_ROOT, load_config
 from omni_core.train.loop import train_stage
-from train_fixtures import make_tiny_data, tiny_cfg
 
 STAGES = list(load_config(REPO_ROOT / "params.yaml").stages)
 

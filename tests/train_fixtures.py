@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -83,7 +82,7 @@ TINY_MODEL = {
 }
 
 
-def tiny_cfg(tmp_path: Path, data_root: Path, stages: Optional[dict] = None, train: Optional[dict] = None,
+def tiny_cfg(tmp_path: Path, data_root: Path, stages: dict | None = None, train: dict | None = None,
              steps: int = 2, batch_size: int = 4, seq_len: int = 128) -> Config:
     """params.yaml's stage table with the tiny model above, short stages, and paths in tmp_path."""
     base = load_config(REPO_ROOT / "params.yaml")

@@ -41,7 +41,6 @@ class OmniPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _no_split_modules = ["SiglipEncoderLayer", "WhisperEncoderLayer", "Qwen2DecoderLayer", "LlamaDecoderLayer"]
 
 
 class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
@@ -128,7 +127,9 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
 
     def _dummy_features(self, media: str) -> torch.Tensor:
         """A tiny pass through a modality's encoder + projector (ZeRO-3 ranks must all run the same modules)."""
-        device = self.get_input_embeddings().weight.device
+        # any parameter's device, not the embedding's: reading that outside its forward makes ZeRO-3 gather it
+        # on the ranks that run a dummy pass only, and the ranks' collectives stop matching
+        device = next(self.parameters()).device
         if media == "audio":
             cfg = self.config.audio_config
             feats = torch.zeros(1, cfg.num_mel_bins, 2 * cfg.max_source_positions, device=device)

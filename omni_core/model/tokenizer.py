@@ -13,6 +13,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from omni_core.config import REPO_ROOT
 from omni_core.model.configuration import MEDIA, SPECIAL_TOKENS
 
 IM_START, IM_END, EOT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
@@ -77,8 +78,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedT
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    """A saved tokenizer directory (ours or any HF one) with our template and special tokens applied."""
+    """A saved tokenizer directory (ours or any HF one) with our template and special tokens applied.
+
+    A relative path is looked up in the working directory, then in the repo root.
+    """
     path = Path(path)
+    if not path.is_absolute() and not path.is_dir() and (REPO_ROOT / path).is_dir():
+        path = REPO_ROOT / path
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer directory {path} does not exist: run data preparation (tiny profile) "
                                 "or `python -m omni_core.model.pretrained` (small profile), or fix model.tokenizer.path")

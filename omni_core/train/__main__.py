@@ -34,19 +34,22 @@ def parse_sets(items: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m omni_core.train", description=__doc__.split("\n")[0])
-    ap.add_argument("--stage", required=True, help="stage name in params.yaml (stages: ...)")
-    ap.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
+    ap.add_argument("--stage", required=True, help="stage name in params.yaml, e.g. 1a_image_caption")
+    ap.add_argument("--params", default=str(REPO_ROOT / "params.yaml"), help="params file (default: the repo's)")
     ap.add_argument("--profile", default=None, help="tiny | small | full | smoke (default: params.yaml's)")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a params key, e.g. --set stages.2_sft.steps=10 (repeatable; YAML values)")
     ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from omni_core.train.checkpoint import CheckpointMismatchError
+
     try:
         cfg = load_config(args.params, overrides=parse_sets(args.sets) or None, profile=args.profile)
         from omni_core.train.loop import train_stage
 
         result = train_stage(cfg, args.stage)
-    except ConfigError as e:
+    except (ConfigError, CheckpointMismatchError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if result.get("rank", 0) == 0:

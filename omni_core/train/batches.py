@@ -9,8 +9,9 @@ task-balanced subset of `val.jsonl` over the same tasks, split evenly over proce
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -19,11 +20,19 @@ from omni_core.config import Config, ConfigError
 from omni_core.data.collate import PackCollator, pad_collate
 from omni_core.data.dataset import MixtureSampler, OmniDataset
 
+_TOKEN_KEYS = ("input_ids", "labels", "attention_mask", "position_ids")
+
+
+def _truncate(sample: dict[str, torch.Tensor], seq_len: int) -> dict[str, torch.Tensor]:
+    if len(sample["input_ids"]) <= seq_len or any(k not in _TOKEN_KEYS for k in sample):
+        return sample
+    return {k: v[:seq_len] for k, v in sample.items()}
+
 
 class _StepBatches(Sampler[list[int]]):
     """Yields, from `start_step` on, this rank's micro-batches (lists of record indices)."""
 
-    def __init__(self, owner: "StageBatches", start_step: int):
+    def __init__(self, owner: StageBatches, start_step: int):
         self.owner, self.start_step = owner, start_step
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -55,7 +64,7 @@ class StageBatches:
                          else functools.partial(pad_collate, pad_token_id=pad_id))
         self.processor = processor
         self.train_set = self._dataset("train")
-        self.val_samples = stage.val_samples
+        self.val_samples, self.seq_len = stage.val_samples, stage.seq_len
 
     def _dataset(self, split: str) -> OmniDataset:
         path = self.root / f"{split}.jsonl"
@@ -79,7 +88,11 @@ class StageBatches:
         return self.train_set.records[index]["task"]
 
     def collate(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
-        """Collate, and count tokens (all real ones, and the supervised ones) for tokens/s."""
+        """Collate, and count tokens (all real ones, and the supervised ones) for tokens/s.
+
+        Text-only samples longer than `seq_len` are cut to it (plain LM practice); a sample with media
+        is never cut (a media span must stay whole) and the collator names it."""
+        samples = [_truncate(s, self.seq_len) for s in samples]
         batch = dict(self.collator(samples))
         batch["_tokens"] = float(sum(s["input_ids"].numel() for s in samples))
         batch["_supervised"] = float(sum(int((s["labels"][1:] != -100).sum()) for s in samples))

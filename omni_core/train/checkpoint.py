@@ -17,13 +17,15 @@ import copy
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +33,7 @@ from torch import nn
 
 from omni_core.config import Config
 
+log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
 # Keys that do not change what a stage computes: a resume may differ in them.
 _IGNORED = {"stage": ("enabled", "save_every", "eval_every", "val_samples"),
@@ -144,7 +147,7 @@ class TrainerState:
     metrics: dict = dataclasses.field(default_factory=dict)
 
 
-def latest_state(stage_dir: Path) -> Optional[Path]:
+def latest_state(stage_dir: Path) -> Path | None:
     """The newest complete state directory of a stage, or None."""
     pointer = Path(stage_dir) / "state" / "latest"
     if not pointer.exists():
@@ -157,15 +160,21 @@ def read_state(state_dir: Path) -> TrainerState:
     return TrainerState(**json.loads((Path(state_dir) / STATE_FILE).read_text()))
 
 
-def check_resumable(state_dir: Path, fp: dict[str, Any], world_size: int, deepspeed: bool) -> TrainerState:
-    """Read a state and refuse it when it was written under another config (or world size, for
-    DeepSpeed's partitioned optimizer): the message lists what changed and how to start over."""
+def check_resumable(state_dir: Path, fp: dict[str, Any], world_size: int, deepspeed: bool) -> TrainerState | None:
+    """Read a state to resume. An interrupted state written under another config (or world size, for
+    DeepSpeed's partitioned optimizer) is refused: the message lists what changed and how to start
+    over. A *finished* stage under another config is a new experiment (`dvc exp run -S ...`): None,
+    the stage starts over."""
     st = read_state(state_dir)
     stage_dir = Path(state_dir).parent.parent
     fix = (f"Either restore the old values, or start the stage over: delete {stage_dir / 'state'} "
            f"or pass --set train.resume=never.")
     if st.config_hash != config_hash(fp):
         changes = "\n  ".join(_diff(st.fingerprint, fp)) or "(fingerprint format changed)"
+        if st.finished:
+            log.warning("%s finished under another config (%s); training the stage anew", stage_dir,
+                        changes.replace("\n  ", "; "))
+            return None
         raise CheckpointMismatchError(
             f"{state_dir} was written by a different configuration of stage {st.stage!r}; resuming it "
             f"would not continue the same run. Changed since then:\n  {changes}\n{fix}")
@@ -176,8 +185,8 @@ def check_resumable(state_dir: Path, fp: dict[str, Any], world_size: int, deepsp
     return st
 
 
-def save_state(stage_dir: Path, state: TrainerState, *, model: Optional[nn.Module] = None,
-               optimizer: Optional[torch.optim.Optimizer] = None, scheduler: Any = None, engine: Any = None,
+def save_state(stage_dir: Path, state: TrainerState, *, model: nn.Module | None = None,
+               optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None, engine: Any = None,
                rank: int = 0, barrier=lambda: None, keep: int = 1) -> Path:
     """Write `state/step_NNNNNN/` atomically and point `state/latest` at it; keep the newest `keep`.
 
@@ -207,8 +216,8 @@ def save_state(stage_dir: Path, state: TrainerState, *, model: Optional[nn.Modul
     return final
 
 
-def load_state(state_dir: Path, *, model: Optional[nn.Module] = None,
-               optimizer: Optional[torch.optim.Optimizer] = None, scheduler: Any = None, engine: Any = None,
+def load_state(state_dir: Path, *, model: nn.Module | None = None,
+               optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None, engine: Any = None,
                rank: int = 0) -> None:
     """Restore what `save_state` wrote into live objects (the config was checked by `check_resumable`)."""
     state_dir = Path(state_dir)
@@ -229,7 +238,7 @@ def load_state(state_dir: Path, *, model: Optional[nn.Module] = None,
 
 
 # ---------------------------------------------------------------------------------------- HF export
-def gathered_state_dict(engine: Any) -> Optional[dict[str, torch.Tensor]]:
+def gathered_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
     """Full weights of a ZeRO-3 model on rank 0 (a collective: every rank must call it); None when the
     weights are not partitioned and the model's own state dict is complete."""
     if engine is None or engine.zero_optimization_stage() != 3:
@@ -243,7 +252,7 @@ def gathered_state_dict(engine: Any) -> Optional[dict[str, torch.Tensor]]:
 
 
 def export_model(model: nn.Module, processor: Any, out_dir: Path, *, engine: Any = None, rank: int = 0,
-                 barrier=lambda: None, info: Optional[dict] = None) -> Path:
+                 barrier=lambda: None, info: dict | None = None) -> Path:
     """`save_pretrained` model + processor into `out_dir` (atomically): ZeRO-3 weights gathered, LoRA
     adapters merged into a copy (the training model keeps them). `info` goes to `omni_train.json`."""
     from peft import PeftModel

@@ -13,8 +13,9 @@ import os
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Literal, Optional, Sequence
+from typing import Literal
 
 Launcher = Literal["auto", "python", "torchrun", "deepspeed"]
 
@@ -26,7 +27,7 @@ def write_hostfile(hosts: dict[str, int], path: str | Path) -> Path:
     return path
 
 
-def train_args(stage: str, params: str | Path = "params.yaml", profile: Optional[str] = None,
+def train_args(stage: str, params: str | Path = "params.yaml", profile: str | None = None,
                sets: Iterable[str] = ()) -> list[str]:
     """Arguments of `python -m omni_core.train` (after the module name)."""
     args = ["--stage", stage, "--params", str(params)]
@@ -37,10 +38,10 @@ def train_args(stage: str, params: str | Path = "params.yaml", profile: Optional
     return args
 
 
-def build_command(stage: str, *, params: str | Path = "params.yaml", profile: Optional[str] = None,
-                  sets: Sequence[str] = (), nproc: Optional[int] = None, launcher: Launcher = "auto",
+def build_command(stage: str, *, params: str | Path = "params.yaml", profile: str | None = None,
+                  sets: Sequence[str] = (), nproc: int | None = None, launcher: Launcher = "auto",
                   nnodes: int = 1, node_rank: int = 0, master_addr: str = "127.0.0.1", master_port: int = 29500,
-                  hostfile: Optional[str | Path] = None, python: str = sys.executable) -> list[str]:
+                  hostfile: str | Path | None = None, python: str = sys.executable) -> list[str]:
     """The command that trains `stage` with `nproc` processes per node (default: `train.nproc`).
 
     `auto` picks `python` for one process, the `deepspeed` launcher when a hostfile is given, else
@@ -74,13 +75,13 @@ def build_command(stage: str, *, params: str | Path = "params.yaml", profile: Op
     raise ValueError(f"unknown launcher {launcher!r}; choose auto, python, torchrun or deepspeed")
 
 
-def run(cmd: Sequence[str], log_file: Optional[str | Path] = None, env: Optional[dict] = None,
-        cwd: Optional[str | Path] = None, echo: bool = True) -> int:
+def run(cmd: Sequence[str], log_file: str | Path | None = None, env: dict | None = None,
+        cwd: str | Path | None = None, echo: bool = True) -> int:
     """Run `cmd`, streaming its merged stdout/stderr to this process's stdout (a notebook cell) and to
     `log_file`; raise `subprocess.CalledProcessError` with the log's tail when it fails."""
-    log = open(log_file, "a") if log_file else None
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_file, "a") if log_file else None
     tail: deque[str] = deque(maxlen=40)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,

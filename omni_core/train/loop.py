@@ -18,10 +18,11 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 
@@ -215,7 +216,7 @@ def _truncate_logs(metrics_dir: Path, step: int) -> None:
         tsv.write_text("\n".join([header] + [r for r in rows if int(r.split("\t")[col]) <= step]) + "\n")
 
 
-def train_stage(cfg: Config, name: str, *, on_step: Optional[Callable[[int, dict], None]] = None,
+def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] | None = None,
                 progress: bool = True) -> dict[str, Any]:
     """Train stage `name` of `cfg` from its `init_from` checkpoint (or resume it), write checkpoints,
     dvclive logs and the final HF export; returns the stage's summary metrics.
@@ -245,7 +246,7 @@ def train_stage(cfg: Config, name: str, *, on_step: Optional[Callable[[int, dict
 
     ds_keep = None   # must stay referenced: transformers finds it through a weakref while loading
     if dist.deepspeed and not ds_cpu.on_cpu() and deepspeed_config(cfg, stage, dist)["zero_optimization"].get("stage") == 3:
-        from transformers.integrations import HfDeepSpeedConfig   # from_pretrained partitions while loading
+        from transformers.integrations import HfDeepSpeedConfig  # from_pretrained partitions while loading
 
         ds_keep = HfDeepSpeedConfig(deepspeed_config(cfg, stage, dist))
     model, processor = init_model(cfg, name, dtype=torch.float32)
@@ -277,6 +278,8 @@ def train_stage(cfg: Config, name: str, *, on_step: Optional[Callable[[int, dict
         live.log_params({"stage": name, "trainable": {k: v["trainable"] for k, v in counts.items()}})
     summary: dict[str, Any] = {"stage": name, "rank": dist.rank, "params": counts,
                                "world_size": dist.world_size, "backend": cfg.train.backend}
+    if state is not None:
+        summary.update(state.metrics)             # val_loss_start etc. of the interrupted run
 
     def log_metrics(s: int, metrics: dict[str, float]) -> None:
         if live is not None:

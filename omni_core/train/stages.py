@@ -11,7 +11,7 @@ import logging
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,6 +71,21 @@ def param_groups(model: nn.Module, stage: StageConfig, stage_name: str = "?") ->
         raise ConfigError(f"stages.{stage_name}.lr trains nothing (every module has lr 0 or is absent); "
                           f"give at least one of {list(MODULES)} an lr > 0")
     return out
+
+
+def trainable_summary(cfg: Config, name: str):
+    """What stage `name` trains, from the config alone (no model is built): a pandas DataFrame with one
+    row per module -- learning rate, trains / frozen, and LoRA for the LLM when `train.lora_rank > 0`."""
+    import pandas as pd
+
+    stage, lrs = cfg.stage(name), stage_lrs(cfg.stage(name))
+    rows = []
+    for m in MODULES:
+        how = "frozen" if m not in lrs else ("LoRA adapters" if m == "llm" and cfg.train.lora_rank > 0 else "trains")
+        rows.append({"module": m, "lr": lrs.get(m, 0.0), "status": how})
+    df = pd.DataFrame(rows).set_index("module")
+    df.attrs.update(stage=name, init_from=stage.init_from, profile=cfg.profile)
+    return df
 
 
 def count_params(model: nn.Module) -> dict[str, dict[str, int]]:
@@ -137,7 +152,7 @@ def resolve_attn(requested: str) -> str:
     return "sdpa"
 
 
-def init_model(cfg: Config, name: str, dtype: Optional[torch.dtype] = None):
+def init_model(cfg: Config, name: str, dtype: torch.dtype | None = None):
     """Model and processor a stage starts from: `checkpoints/<init_from>/model`, or a fresh model.
 
     Returns (model, processor). The LLM gets LoRA adapters when `train.lora_rank > 0` and the stage
@@ -163,7 +178,16 @@ def init_model(cfg: Config, name: str, dtype: Optional[torch.dtype] = None):
         model = build_model(replace(cfg, model=replace(cfg.model, attn_implementation=attn)), processor.tokenizer)
         model = model.to(dtype)
     if stage.init_video_projector:
-        model.init_video_projector_from_image()
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if is_deepspeed_zero3_enabled():      # weights partitioned at load: gather, copy, re-partition
+            import deepspeed
+
+            both = [*model.vision_projector.parameters(), *model.video_projector.parameters()]
+            with deepspeed.zero.GatheredParameters(both, modifier_rank=0):
+                model.init_video_projector_from_image()
+        else:
+            model.init_video_projector_from_image()
     if cfg.train.lora_rank > 0 and stage.lr.get("llm", 0.0) > 0:
         apply_lora(model, cfg.train.lora_rank)
     return model, processor

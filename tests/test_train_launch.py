@@ -1,0 +1,44 @@
+"""Launch commands for notebooks (python / torchrun / deepspeed + hostfile), the log streaming runner,
+and `--set` parsing of the CLI."""
+import subprocess
+import sys
+
+import pytest
+
+from omni_core.config import ConfigError
+from omni_core.train.__main__ import parse_sets
+from omni_core.train.launch import build_command, run, write_hostfile
+
+
+def test_commands_for_each_launcher(tmp_path):
+    one = build_command("1a_image_caption", nproc=1, sets=["stages.1a_image_caption.steps=3"])
+    assert one[1:] == ["-m", "omni_core.train", "--stage", "1a_image_caption", "--params", "params.yaml",
+                       "--set", "stages.1a_image_caption.steps=3"]
+    tr = build_command("2_sft", nproc=4, nnodes=2, node_rank=1, master_addr="10.0.0.1")
+    assert tr[1:3] == ["-m", "torch.distributed.run"] and "--nproc_per_node=4" in tr and "--node_rank=1" in tr
+    assert tr[tr.index("-m", 3):][:2] == ["-m", "omni_core.train"]
+    hosts = write_hostfile({"node1": 8, "node2": 8}, tmp_path / "hostfile")
+    assert hosts.read_text() == "node1 slots=8\nnode2 slots=8\n"
+    ds = build_command("2_sft", nproc=8, nnodes=2, hostfile=hosts, master_addr="node1")
+    assert ds[1:3] == ["-m", "deepspeed.launcher.runner"] and f"--hostfile={hosts}" in ds
+    assert ds[ds.index("--module") + 1] == "omni_core.train"
+    with pytest.raises(ValueError, match="torchrun"):
+        build_command("2_sft", nproc=2, launcher="python")
+
+
+def test_run_streams_and_reports_failures(tmp_path, capsys):
+    log = tmp_path / "train.log"
+    run([sys.executable, "-c", "import sys; print('step 1'); sys.stderr.write('bar\\r')"], log_file=log)
+    assert "step 1" in log.read_text() and "bar" in log.read_text()
+    assert "step 1" in capsys.readouterr().out
+    with pytest.raises(subprocess.CalledProcessError) as e:
+        run([sys.executable, "-c", "raise SystemExit('boom: bad stage')"], echo=False)
+    assert "boom: bad stage" in e.value.output
+
+
+def test_set_overrides_parse_yaml_values():
+    assert parse_sets(["stages.2_sft.steps=10", "train.backend=deepspeed", "stages.1a_image_caption.lr.llm=1e-5"]) == {
+        "stages": {"2_sft": {"steps": 10}, "1a_image_caption": {"lr": {"llm": "1e-5"}}},
+        "train": {"backend": "deepspeed"}}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_sets(["stages.2_sft.steps"])
