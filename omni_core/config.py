@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
@@ -34,7 +34,7 @@ def _range(lo=None, hi=None):
 # --------------------------------------------------------------------------------------------- model
 @dataclass
 class LLMConfig:
-    path: Optional[str] = None          # local HF directory of a pretrained causal LM; None = random init
+    path: str | None = None          # local HF directory of a pretrained causal LM; None = random init
     hidden_size: int = field(default=256, metadata=_range(8))
     num_layers: int = field(default=4, metadata=_range(1))
     num_heads: int = field(default=4, metadata=_range(1))
@@ -45,7 +45,7 @@ class LLMConfig:
 
 @dataclass
 class VisionConfig:
-    path: Optional[str] = None          # local HF directory of a SigLIP vision model; None = random init
+    path: str | None = None          # local HF directory of a SigLIP vision model; None = random init
     image_size: int = field(default=32, metadata=_range(8))   # tile side in pixels (384 at full scale)
     patch_size: int = field(default=4, metadata=_range(1))
     hidden_size: int = field(default=128, metadata=_range(8))
@@ -61,7 +61,7 @@ class VisionConfig:
 
 @dataclass
 class AudioConfig:
-    path: Optional[str] = None          # local HF directory of a Whisper model (encoder used); None = random init
+    path: str | None = None          # local HF directory of a Whisper model (encoder used); None = random init
     num_mel_bins: int = field(default=80, metadata=_range(1))
     window_seconds: float = field(default=30.0, metadata=_range(0.5, 30.0))  # Whisper window; long audio = several
     hidden_size: int = field(default=128, metadata=_range(8))
@@ -74,7 +74,7 @@ class AudioConfig:
 
 @dataclass
 class TokenizerConfig:
-    path: Optional[str] = None          # local tokenizer directory; None = train one on the prepared data
+    path: str | None = None          # local tokenizer directory; None = train one on the prepared data
     vocab_size: int = field(default=2048, metadata=_range(64))  # size of the trained tokenizer
 
 
@@ -111,7 +111,7 @@ class DataConfig:
 @dataclass
 class StageConfig:
     enabled: bool = True                 # small/full skip stage 0 (their LLM is already pretrained)
-    init_from: Optional[str] = None      # previous stage name; None = fresh model
+    init_from: str | None = None      # previous stage name; None = fresh model
     mixture: dict[str, float] = field(default_factory=dict)   # task -> sampling weight
     steps: int = field(default=100, metadata=_range(1))
     batch_size: int = field(default=8, metadata=_range(1))
@@ -273,8 +273,8 @@ def _validate(cfg: Config, source: str) -> None:
                 raise ConfigError(f"{source}: stages.{name}.mixture.{task} = {w} must be >= 0")
 
 
-def load_config(params: str | Path = REPO_ROOT / "params.yaml", overrides: Optional[dict] = None,
-                profile: Optional[str] = None) -> Config:
+def load_config(params: str | Path = REPO_ROOT / "params.yaml", overrides: dict | None = None,
+                profile: str | None = None) -> Config:
     """Load ``params.yaml``, merge the profile overlay and ``overrides`` (a nested dict), validate."""
     params = Path(params)
     if not params.exists():

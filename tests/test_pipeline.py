@@ -66,3 +66,18 @@ def test_second_repro_is_a_no_op_and_eval_params_rerun_only_eval(smoke_repo):
     status = _sh("dvc status", smoke_repo)
     changed = {line.strip().rstrip(":") for line in status.splitlines() if line and not line.startswith(("\t", " "))}
     assert "evaluate" in changed and not any(s.startswith(("train_", "prepare")) for s in changed), status
+
+
+def test_local_remote_push_and_pull_restore_outputs(smoke_repo, tmp_path):
+    """The README's local-remote recipe: push the cache, lose it and the outputs, pull them back."""
+    remote = tmp_path / "dvc-remote"
+    _sh(f"dvc remote add -f -d local {remote} && dvc push -q", smoke_repo)
+    ckpt = smoke_repo / "checkpoints/2_sft/model/model.safetensors"
+    before = ckpt.read_bytes()
+    shutil.rmtree(smoke_repo / ".dvc/cache")
+    shutil.rmtree(smoke_repo / "checkpoints/2_sft/model")
+    shutil.rmtree(smoke_repo / "data/prepared")
+    _sh("dvc pull -q", smoke_repo)
+    assert ckpt.read_bytes() == before
+    assert (smoke_repo / "data/prepared/train.jsonl").stat().st_size > 0
+    assert "up to date" in _sh("dvc status train_2_sft", smoke_repo)   # eval params were changed above

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from omni_core.config import Config
+from omni_core.data.manifest import iter_manifest
 
 from .metrics import TABLES, TASKS, chance_level, perplexity, score, task_spec, unigram_perplexity
 
@@ -67,19 +68,12 @@ def read_manifest(path: str | Path, tasks: Iterable[str] | None = None,
         raise FileNotFoundError(f"{path}: no manifest; run `python -m omni_core.data prepare` first")
     wanted = set(tasks) if tasks is not None else None
     out: dict[str, list[Sample]] = defaultdict(list)
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not valid JSON ({e})") from e
-            task = rec.get("task")
-            if task not in TASKS:
-                raise ValueError(f"{path}:{i}: unknown task {task!r}; known: {', '.join(TASKS)}")
-            if (wanted is None or task in wanted) and (max_per_task is None or len(out[task]) < max_per_task):
-                out[task].append(to_sample(rec, f"{path}:{i}"))
+    for i, rec in iter_manifest(path):
+        task = rec.get("task")
+        if task not in TASKS:
+            raise ValueError(f"{path}:{i}: unknown task {task!r}; known: {', '.join(TASKS)}")
+        if (wanted is None or task in wanted) and (max_per_task is None or len(out[task]) < max_per_task):
+            out[task].append(to_sample(rec, f"{path}:{i}"))
     return dict(out)
 
 
