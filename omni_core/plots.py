@@ -34,8 +34,10 @@ def save_figure(fig, path: str | Path) -> list[Path]:
     path = Path(path).with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
     outs = [path.with_suffix(".png"), path.with_suffix(".svg")]
-    fig.savefig(outs[0], dpi=150, bbox_inches="tight")
-    fig.savefig(outs[1], bbox_inches="tight")
+    # no dates or random ids in the files: the same results must give the same bytes (DVC, git diffs)
+    with plt.rc_context({"svg.hashsalt": "omni_core"}):
+        fig.savefig(outs[0], dpi=150, bbox_inches="tight", metadata={"Software": None})
+        fig.savefig(outs[1], bbox_inches="tight", metadata={"Date": None, "Creator": None})
     _show_in_notebook(fig)
     plt.close(fig)
     return outs
@@ -110,7 +112,7 @@ def plot_loss_curves(stages: Sequence[str], log_dir: str | Path, out: str | Path
     ax.yaxis.set_minor_formatter(plain)
     ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.set_title("Training loss across the recipe" + (" (dots: validation)" if val else ""))
-    ax.legend(fontsize=8, ncol=min(4, len(curves)), loc="upper right", frameon=False)
+    ax.legend(fontsize=8, ncol=min(4, len(curves)), loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     ax.grid(alpha=0.3, which="both")
     return save_figure(fig, out)
 

@@ -37,3 +37,18 @@ def test_stage_lowers_its_val_loss(chain, name):
     assert info["stage"] == name and info["step"] == res["steps"] and info["finished"]
     summary = json.loads(open(f"{cfg.train.log_dir}/{name}/metrics.json").read())
     assert summary["val_loss_end"] == pytest.approx(res["val_loss_end"])
+
+
+def test_retraining_a_stage_gives_a_byte_identical_export(tmp_path):
+    """DVC hashes checkpoints: a stage trained twice with the same params must write the same bytes
+    (weights and metadata alike), or every downstream stage would rerun for nothing."""
+    data = make_tiny_data(tmp_path / "data", n_train=6, n_val=3)
+    exports = []
+    for run in ("a", "b"):
+        cfg = tiny_cfg(tmp_path / run, data, steps=3, batch_size=4)
+        train_stage(cfg, "0_text", progress=False)
+        exports.append(tmp_path / run / cfg.train.checkpoints_dir / "0_text" / "model")
+    files = sorted(p.relative_to(exports[0]) for p in exports[0].rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(exports[1]) for p in exports[1].rglob("*") if p.is_file())
+    for f in files:
+        assert (exports[0] / f).read_bytes() == (exports[1] / f).read_bytes(), f

@@ -21,7 +21,6 @@ import logging
 import os
 import random
 import shutil
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -269,5 +268,6 @@ def export_model(model: nn.Module, processor: Any, out_dir: Path, *, engine: Any
             model.save_pretrained(tmp, state_dict=sd, safe_serialization=True)
             if processor is not None:
                 processor.save_pretrained(tmp)
-            (tmp / "omni_train.json").write_text(json.dumps({**(info or {}), "time": time.time()}, indent=1))
+            # no timestamp: an identical retrain must give an identical directory hash, or DVC reruns downstream
+            (tmp / "omni_train.json").write_text(json.dumps(info or {}, indent=1))
     return out_dir
