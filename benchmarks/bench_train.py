@@ -148,6 +148,15 @@ def hf_pad(rows: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> dict[s
 
 
 # --------------------------------------------------------------------------------------- references
+def _train_only(model, *modules) -> list:
+    """Freeze ``model`` except ``modules`` (the same trainable parts as our stage); return their parameters."""
+    model.requires_grad_(False)
+    trainable = [p for m in modules for p in m.parameters()]
+    for p in trainable:
+        p.requires_grad_(True)
+    return trainable
+
+
 def llava_reference(cfg, tokenizer, omni):
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
@@ -157,11 +166,7 @@ def llava_reference(cfg, tokenizer, omni):
                          vision_feature_select_strategy="full", vision_feature_layer=-1,
                          image_seq_length=(v.image_size // v.patch_size) ** 2, projector_hidden_act="gelu")
     model = LlavaForConditionalGeneration(config).float()
-    model.requires_grad_(False)
-    trainable = [p for m in (model.model.vision_tower, model.model.multi_modal_projector) for p in m.parameters()]
-    for p in trainable:
-        p.requires_grad_(True)
-    return model, trainable
+    return model, _train_only(model, model.model.vision_tower, model.model.multi_modal_projector)
 
 
 def qwen2audio_reference(cfg, tokenizer, omni):
@@ -174,11 +179,7 @@ def qwen2audio_reference(cfg, tokenizer, omni):
     config = Qwen2AudioConfig(audio_config=enc.to_dict(), text_config=omni.config.text_config.to_dict(),
                               audio_token_index=tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS["audio"]["pad"]))
     model = Qwen2AudioForConditionalGeneration(config).float()
-    model.requires_grad_(False)
-    trainable = [p for m in (model.model.audio_tower, model.model.multi_modal_projector) for p in m.parameters()]
-    for p in trainable:
-        p.requires_grad_(True)
-    return model, trainable
+    return model, _train_only(model, model.model.audio_tower, model.model.multi_modal_projector)
 
 
 def qwen2audio_tokens(frames: int) -> int:

@@ -184,13 +184,20 @@ def image_caption(ctx: BuildContext, split: str, n: int) -> list[Sample]:
     return out
 
 
+def _scene_question(ctx: BuildContext, task: str, split: str, i: int):
+    """(sample id, rng, image path, question, answer) for sample ``i`` of a task that asks about a drawn scene;
+    the rng is returned in the state the question left it, so a caller may go on drawing from it."""
+    scene, rng = _scene(ctx, task, split, i)
+    sid = f"{task}-{split}-{i:05d}"
+    rel = ctx.image(f"media/image/{sid}.png", S.draw_scene(scene, ctx.cfg.image_size, rng))
+    _, q, a = scene_question(scene, rng)
+    return sid, rng, rel, q, a
+
+
 def image_vqa(ctx: BuildContext, split: str, n: int) -> list[Sample]:
     out = []
     for i in range(n):
-        scene, rng = _scene(ctx, "image_vqa", split, i)
-        sid = f"image_vqa-{split}-{i:05d}"
-        rel = ctx.image(f"media/image/{sid}.png", S.draw_scene(scene, ctx.cfg.image_size, rng))
-        _, q, a = scene_question(scene, rng)
+        sid, _, rel, q, a = _scene_question(ctx, "image_vqa", split, i)
         out.append(make_sample(sid, "image_vqa", split, "synthetic-shapes", SYNTHETIC_LICENSE,
                                [media("image", rel), text(q)], a))
     return out
@@ -345,10 +352,7 @@ def spoken_qa(ctx: BuildContext, split: str, n: int) -> list[Sample]:
 def omni_image_speech(ctx: BuildContext, split: str, n: int) -> list[Sample]:
     out = []
     for i in range(n):
-        scene, rng = _scene(ctx, "omni_image_speech", split, i)
-        sid = f"omni_image_speech-{split}-{i:05d}"
-        rel = ctx.image(f"media/image/{sid}.png", S.draw_scene(scene, ctx.cfg.image_size, rng))
-        _, q, a = scene_question(scene, rng)
+        sid, rng, rel, q, a = _scene_question(ctx, "omni_image_speech", split, i)
         out.append(make_sample(sid, "omni_image_speech", split, "synthetic-shapes+flite",
                                f"{SYNTHETIC_LICENSE}; {FLITE_LICENSE}",
                                [media("image", rel), media("audio", ctx.speech(_words(q), rng, variants=4)),
