@@ -14,9 +14,10 @@ export DS_ACCELERATOR ?= cpu
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: setup apt repro test lab lint small data bench demo help
+.PHONY: setup apt repro ablations test lab lint small data bench demo help
 help:
 	@echo "make repro   set up (if needed) and run the pipeline: dvc repro (tiny profile)"
+	@echo "make ablations  the paper's ablations at tiny scale (second pipeline, ~8 min after make repro)"
 	@echo "make test    set up (if needed) and run the test suite"
 	@echo "make lab     JupyterLab on the repo"
 	@echo "make lint    ruff + notebook pairing check"
@@ -45,6 +46,9 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 
 repro: setup
 	dvc repro
+
+ablations: setup
+	dvc repro ablations/dvc.yaml
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

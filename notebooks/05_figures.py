@@ -15,14 +15,13 @@
 #
 # 1. loss across every stage of the recipe on one axis: each branch stage starts from the last;
 # 2. each task's metric against its chance level, measured on held-out test data;
-# 3. the paper's audio ablation: Conv-GMLP downsampling rate n against WER and audio tokens per second;
-# 4. the staging ablation: the same compute spent on one joint mixture versus the recipe's stages;
-# 5. the token budget per modality at full scale, which is why the paper pools tokens at all.
+# 3. the token budget per modality at full scale, which is why the paper pools tokens at all.
+#
+# The ablations' figures come from notebook 07 (`make ablations`), which retrains parts of the recipe.
 
 # %% tags=["parameters"]
 params = "params.yaml"
 profile = ""   # "" = the profile named in params.yaml
-ablation_dir = "ablations"
 
 # %%
 import json
@@ -32,7 +31,7 @@ import matplotlib.pyplot as plt
 
 from omni_core import load_config
 from omni_core import plots
-from omni_core.eval.ablation import collect_downsample, collect_staging, recipe_stages, token_budget
+from omni_core.eval.ablation import recipe_stages, token_budget
 from omni_core.eval.tables import load_results
 
 cfg = load_config(params, profile=profile or None)
@@ -45,26 +44,6 @@ plots.plot_loss_curves(recipe_stages(cfg), cfg.train.log_dir, out / "loss_curves
 
 # %%
 plots.plot_metric_vs_chance(load_results(cfg.eval.metrics_dir), out / "metric_vs_chance")
-
-
-# %% [markdown]
-# ## Audio ablation (paper Figure 6)
-# The paper found WER nearly flat for n = 2, 4, 8 (7.7 / 8.3 / 8.0 % with a 1.5B audio LLM), so a
-# coarser rate buys a 4x shorter audio sequence almost for free.
-
-# %%
-arms = collect_downsample(Path(ablation_dir) / "downsample")
-plots.plot_downsample_ablation(arms, out / "ablation_downsample")
-
-
-# %% [markdown]
-# ## Staging ablation
-# Why train in stages at all? With the same number of training tokens, one joint mixture lets the
-# LLM learn the answer templates and ignore the spliced features; concentrating steps on one
-# modality at a time forces each projector to carry information.
-
-# %%
-plots.plot_staging_ablation(collect_staging(Path(ablation_dir) / "staging"), out / "ablation_staging")
 
 
 # %% [markdown]

@@ -9,6 +9,7 @@ Reviewers read ``notebooks/*.py`` (jupytext py:percent); JupyterLab and papermil
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 
@@ -35,7 +36,9 @@ def sync(folder: Path = NOTEBOOKS) -> list[Path]:
         nb = jupytext.read(py)
         nb.metadata["kernelspec"] = KERNELSPEC
         nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
-        for cell in nb.cells:
+        for i, cell in enumerate(nb.cells):
+            # ids fixed by file and position: random ids would change the bytes, and DVC would rerun the stage
+            cell.id = hashlib.sha1(f"{py.stem}:{i}".encode()).hexdigest()[:8]
             if cell.cell_type == "code":
                 cell.outputs, cell.execution_count = [], None
         jupytext.write(nb, ipynb, fmt="ipynb")

@@ -79,7 +79,9 @@ def test_splits_share_no_source_item(prepared):
     def keys(split, task, fn):
         return {fn(s) for s in by_split[split] if s["task"] == task}
     first_user_text = lambda s: [p["text"] for p in s["messages"][0]["content"] if p["type"] == "text"][-1]  # noqa
-    checks = {"asr": answer_text, "ocr": answer_text, "text_instruct": first_user_text, "text_lm": answer_text,
+    # OCR's single words are a closed vocabulary shared by the splits (like MNIST's classes); its word pairs are not
+    checks = {"asr": answer_text, "text_instruct": first_user_text, "text_lm": answer_text,
+              "ocr": lambda s: answer_text(s) if " " in answer_text(s) else s["id"],
               "spoken_qa": lambda s: media_parts(s)[0]["path"],
               "image_caption": lambda s: answer_text(s) if s["source"] == "synthetic-shapes" else s["id"]}
     for task, fn in checks.items():
@@ -186,3 +188,33 @@ def test_prepared_card_and_tokenizer(prepared):
     card = (out / "card.md").read_text()
     assert "| omni_continuation |" in card and "LibriVox" in card
     assert info["tokenizer"].startswith("trained") and (out / "tokenizer" / "tokenizer.json").is_file()
+
+
+def test_highres_digits_each_fill_one_anyres_tile(prepared):
+    """A 2x2 grid at highres_size: every quadrant is one tile of the model's image size, holding one digit."""
+    from omni_core.model.vision import anyres_tiles
+    from PIL import Image
+    out, _, cfg = prepared
+    s = next(s for s in read_manifest(out / "train.jsonl") if s["task"] == "highres_read")
+    image = Image.open(out / media_parts(s)[0]["path"])
+    tiles = anyres_tiles(image, cfg.model.vision.image_size, cfg.model.vision.max_tiles)
+    assert len(tiles) == 5                                  # the thumbnail + 2x2 full-resolution tiles
+    for tile in tiles[1:]:
+        ink = 255 - np.asarray(tile.convert("L")).astype(int)
+        assert ink.sum() > 0, "every tile holds a digit"
+
+
+def test_asr_is_closed_vocabulary_and_domain_text_leaks_no_test_item(prepared):
+    out, _, _ = prepared
+    train = read_manifest(out / "train.jsonl")
+    test = read_manifest(out / "test.jsonl")
+    vocab = set(S.DIGIT_WORDS) | set(S.NUMBER_WORDS) | set(S.COLOURS) | set(S.DIRECTIONS) | \
+        {w for q in S.QUADRANTS for w in q.split()} | set(S.SHAPES) | {s + "s" for s in S.SHAPES} | \
+        {"the", "is", "at", "digit", "moves"}
+    for s in train + test:
+        if s["task"] == "asr":
+            assert set(answer_text(s).split()) <= vocab, answer_text(s)
+    # the stage-0 task sentences of train never contain a test scene description
+    test_scenes = {answer_text(s) for s in test if s["task"] == "image_caption" and s["source"] == "synthetic-shapes"}
+    train_text = " ".join(answer_text(s) for s in train if s["task"] == "text_lm")
+    assert not any(d in train_text for d in test_scenes)

@@ -1,4 +1,4 @@
-"""The whole DVC pipeline on the smoke profile, in a temporary copy of the repo.
+"""Both DVC pipelines (dvc.yaml, ablations/dvc.yaml) on the smoke profile, in a temporary copy of the repo.
 
 Runs the real thing (dvc -> papermill -> notebooks -> omni_core), a handful of steps per stage, and
 checks every out, metric and report exists; then that a second `dvc repro` has nothing to do and that
@@ -33,7 +33,7 @@ def smoke_repo(tmp_path_factory) -> Path:
     for f in files:
         src = REPO_ROOT / f
         if src.is_file() and not f.startswith(("data/prepared", "checkpoints", "models/", "reports/", "metrics/",
-                                               "figures/", "logs/", "ablations/", "benchmarks/results")):
+                                               "figures/", "logs/", "benchmarks/results")):
             (repo / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / f)
     (repo / "dvc.lock").unlink(missing_ok=True)
@@ -42,24 +42,31 @@ def smoke_repo(tmp_path_factory) -> Path:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _sh("git init -q && git add -A && git -c user.email=ci@x -c user.name=ci commit -qm smoke", repo)
     _sh("dvc repro", repo, timeout=1500)
+    _sh("dvc repro ablations/dvc.yaml", repo, timeout=900)
     return repo
 
 
 def test_every_out_metric_and_report_exists(smoke_repo):
-    stages = yaml.safe_load((smoke_repo / "dvc.yaml").read_text())["stages"]
     missing = []
-    for name, st in stages.items():
-        for out in st.get("outs", []) + st.get("metrics", []) + st.get("plots", []):
-            path = next(iter(out)) if isinstance(out, dict) else out
-            if not (smoke_repo / path).exists():
-                missing.append(f"{name}: {path}")
+    for dvcfile in ("dvc.yaml", "ablations/dvc.yaml"):
+        for name, st in yaml.safe_load((smoke_repo / dvcfile).read_text())["stages"].items():
+            items = st["foreach"] if "foreach" in st else [None]
+            body = st.get("do", st)
+            for item in items:
+                for out in body.get("outs", []) + body.get("metrics", []) + body.get("plots", []):
+                    path = next(iter(out)) if isinstance(out, dict) else out
+                    path = path.replace("${item}", str(item))
+                    if not (smoke_repo / path).exists():
+                        missing.append(f"{dvcfile}:{name}: {path}")
     assert not missing, missing
+    assert (smoke_repo / "figures/ablation_staging.png").exists()
     assert list((smoke_repo / "reports").glob("*.html")), "no HTML reports"
     assert (smoke_repo / "data/prepared/train.jsonl").stat().st_size > 0
 
 
 def test_second_repro_is_a_no_op_and_eval_params_rerun_only_eval(smoke_repo):
     assert "up to date" in _sh("dvc repro", smoke_repo)
+    assert "ablations/dvc.yaml" not in _sh("dvc repro --dry", smoke_repo)     # ablations stay out of the default
     params = yaml.safe_load((smoke_repo / "params.yaml").read_text())
     params["eval"]["max_new_tokens"] += 1
     (smoke_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

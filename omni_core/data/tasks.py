@@ -203,20 +203,19 @@ def image_vqa(ctx: BuildContext, split: str, n: int) -> list[Sample]:
     return out
 
 
+OCR_WORDS = tuple(S.COLOURS) + S.SHAPES + S.NUMBER_WORDS + tuple(S.DIRECTIONS)
+
+
 def ocr(ctx: BuildContext, split: str, n: int) -> list[Sample]:
-    words = ctx.pool("ocr-words", S.vocabulary_words())[split]
-    numbers = ctx.pool("ocr-numbers", range(10, 10000))[split]
+    """Printed words of the tasks' closed vocabulary (colours, shapes, numbers, directions), one or two per
+    image. Splits share the words (as MNIST's splits share the ten classes) but never a rendering: each
+    image has its own size, position, ink and background, and the word pairs of the test split are new."""
+    pairs = ctx.pool("ocr-pairs", [f"{a} {b}" for a in OCR_WORDS for b in OCR_WORDS if a != b])[split]
     size = ctx.cfg.image_size
     out = []
     for i in range(n):
         rng = ctx.rng("ocr", split, i)
-        kind = ("word", "word", "word", "number", "two words")[i % 5]
-        if kind == "number":
-            line = str(_pick(numbers, i, 3))
-        elif kind == "word":
-            line = _pick(words, i, 4)
-        else:
-            line = f"{_pick(words, i, 5)} {_pick(words, i + 7, 6)}"
+        line = _pick(pairs, i, 5) if i % 4 == 3 else OCR_WORDS[int(rng.integers(len(OCR_WORDS)))]
         sid = f"ocr-{split}-{i:05d}"
         rel = ctx.image(f"media/image/{sid}.png", S.render_text(line, 2 * size, size, rng))
         out.append(make_sample(sid, "ocr", split, "rendered-text", SYNTHETIC_LICENSE,
@@ -224,20 +223,23 @@ def ocr(ctx: BuildContext, split: str, n: int) -> list[Sample]:
     return out
 
 
-def highres_read(ctx: BuildContext, split: str, n: int, grid: int = 4) -> list[Sample]:
+def highres_read(ctx: BuildContext, split: str, n: int) -> list[Sample]:
+    """Four MNIST digits in a 2x2 grid at ``highres_size``: each quadrant fills one AnyRes tile at full
+    resolution, while the global thumbnail shrinks every digit to half size."""
     x, y = S.mnist()
     pool = _mnist_pool(ctx, split)
     out = []
     for i in range(n):
         rng = ctx.rng("highres_read", split, i)
-        idx = [pool[int(j)] for j in rng.choice(len(pool), grid * grid, replace=False)]
+        idx = [pool[int(j)] for j in rng.choice(len(pool), 4, replace=False)]
         sid = f"highres_read-{split}-{i:05d}"
-        rel = ctx.image(f"media/image/{sid}.png", S.digit_grid([x[k] for k in idx], grid, ctx.cfg.highres_size))
-        r, c = int(rng.integers(grid)), int(rng.integers(grid))
-        if i % 2:
-            q, a = f"Read row {r + 1}.", " ".join(str(y[k]) for k in idx[r * grid:(r + 1) * grid])
+        rel = ctx.image(f"media/image/{sid}.png", S.digit_grid([x[k] for k in idx], 2, ctx.cfg.highres_size))
+        digits = [S.DIGIT_WORDS[y[k]] for k in idx]
+        if i % 3 == 2:
+            q, a = "Read the four digits.", " ".join(digits)
         else:
-            q, a = f"What digit is in row {r + 1}, column {c + 1}?", str(y[idx[r * grid + c]])
+            quad = int(rng.integers(4))
+            q, a = f"Which digit is at the {S.QUADRANTS[quad]}?", digits[quad]
         out.append(make_sample(sid, "highres_read", split, "mnist-grid", MNIST_LICENSE,
                                [media("image", rel), text(q)], a))
     return out
@@ -293,23 +295,31 @@ def video_qa(ctx: BuildContext, split: str, n: int) -> list[Sample]:
 
 
 # ------------------------------------------------------------------------------------------- audio
-def _asr_texts() -> list[tuple[str, str]]:
-    """(text, source) to read aloud: the tasks' vocabulary in short phrases, and real fortune sentences."""
+def _asr_phrases() -> list[str]:
+    """Sentences in the tasks' words: scenes, moving digits, counts."""
     t = [f"the {c} {s} is at the {q}" for c in S.COLOURS for s in S.SHAPES for q in S.QUADRANTS]
     t += [f"the digit {d} moves {m}" for d in S.DIGIT_WORDS for m in S.DIRECTIONS]
     t += [f"{S.NUMBER_WORDS[k]} {c} {s}s" for k in range(2, 5) for c in S.COLOURS for s in S.SHAPES]
-    phrases = set(t)
-    return [(x, "flite:task-phrases") for x in t] + \
-        [(x, "flite:fortunes") for x in S.short_sentences(max_words=6) if x not in phrases]
+    return t
+
+
+def _digit_strings() -> list[str]:
+    """Connected digits, three per utterance (the TIDIGITS task): 1,000 strings of ten words."""
+    w = S.DIGIT_WORDS
+    return [f"{w[a]} {w[b]} {w[c]}" for a in range(10) for b in range(10) for c in range(10)]
 
 
 def asr(ctx: BuildContext, split: str, n: int) -> list[Sample]:
-    pool = ctx.pool("asr-text", _asr_texts())[split]
+    """Read speech in a closed vocabulary: task phrases and connected digits. Each split owns its own
+    sentences, so test transcripts are never heard in training; only the ~40 words are shared, which is
+    what a 5M-parameter model can learn in minutes (real open-vocabulary speech is ``asr_real``)."""
+    phrases = ctx.pool("asr-phrases", _asr_phrases())[split]
+    digits = ctx.pool("asr-digits", _digit_strings())[split]
     out = []
     for i in range(n):
         rng = ctx.rng("asr", split, i)
-        words, src = _pick(pool, i, 8)
-        out.append(make_sample(f"asr-{split}-{i:05d}", "asr", split, src, FLITE_LICENSE,
+        words = _pick(phrases, i // 2, 8) if i % 2 else _pick(digits, i // 2, 11)
+        out.append(make_sample(f"asr-{split}-{i:05d}", "asr", split, "flite:task-phrases", FLITE_LICENSE,
                                [media("audio", ctx.speech(words, rng)), text("Transcribe the audio.")], words))
     return out
 
@@ -379,20 +389,20 @@ def omni_continuation(ctx: BuildContext, split: str, n: int) -> list[Sample]:
 
 # -------------------------------------------------------------------------------------------- text
 def _instruction(rng: np.random.Generator, words: list[str]) -> tuple[str, str]:
-    kind = int(rng.integers(6))
-    a, b = int(rng.integers(0, 100)), int(rng.integers(0, 100))
-    if kind == 0:
-        return f"What is {a} plus {b}?", str(a + b)
-    if kind == 1:
-        return f"Which is larger, {a} or {b}?", str(max(a, b))
+    """Word-order and comparison instructions: answerable by copying from the prompt, so a tiny LM can
+    learn them in minutes (arithmetic and spelling across BPE pieces need far more steps)."""
+    kind = int(rng.integers(5))
     picked = [words[int(j)] for j in rng.choice(len(words), 3, replace=False)]
+    if kind == 0:
+        a, b = (int(v) for v in rng.choice(100, 2, replace=False))
+        return f"Which is larger, {a} or {b}?", str(max(a, b))
+    if kind == 1:
+        return f"Repeat the words: {' '.join(picked)}", " ".join(picked)
     if kind == 2:
-        return f"Spell the word {picked[0]}.", " ".join(picked[0])
+        return f"What is the first word: {' '.join(picked)}?", picked[0]
     if kind == 3:
-        return f"Reverse the order of the words: {' '.join(picked)}", " ".join(reversed(picked))
-    if kind == 4:
-        return f"Write the word {picked[0]} in capital letters.", picked[0].upper()
-    return f"Sort these words alphabetically: {' '.join(picked)}", " ".join(sorted(picked))
+        return f"What is the last word: {' '.join(picked)}?", picked[-1]
+    return f"Reverse the words: {picked[0]} {picked[1]}", f"{picked[1]} {picked[0]}"
 
 
 def text_instruct(ctx: BuildContext, split: str, n: int) -> list[Sample]:
@@ -418,14 +428,35 @@ def _prose(ctx: BuildContext) -> list[tuple[str, str, str]]:
     return ctx._cache["prose"]
 
 
+def _domain_paragraph(ctx: BuildContext, split: str, i: int) -> str:
+    """A few sentences in the tasks' own words (a scene and a question about it, a digit, a motion,
+    a sum, spoken digits), drawn from ``split``'s items only. The paper starts from an LLM that already
+    speaks the language of its data; the tiny LM learns it here, in stage 0, before its frozen stages."""
+    scene, rng = _scene(ctx, "text_lm", split, i)
+    _, q, a = scene_question(scene, rng)
+    digit = S.DIGIT_WORDS[int(rng.integers(10))]
+    direction = list(S.DIRECTIONS)[int(rng.integers(len(S.DIRECTIONS)))]
+    sq, sa = _pick(ctx.pool("spoken-qa", _spoken_questions())[split], i, 12)
+    sentences = [f"{scene.describe()} {q} {a.capitalize()}.",
+                 f"A handwritten digit {digit}." if i % 2 else f"The digit {digit} moves {direction}.",
+                 f"{sq.capitalize()}? {sa.capitalize()}.",
+                 f"{_pick(ctx.pool('asr-digits', _digit_strings())[split], i, 13).capitalize()}."]
+    return " ".join(sentences[j] for j in rng.permutation(len(sentences)))
+
+
 def text_lm(ctx: BuildContext, split: str, n: int) -> list[Sample]:
-    """Plain prose to model: an assistant-only turn, so every token is supervised."""
+    """Plain text to model, an assistant-only turn so every token is supervised: real prose (stdlib help,
+    fortunes) for odd ``i``, sentences in the tasks' words for even ``i``."""
     pool = [c for c in _prose(ctx) if S.split_of("prose", c[0]) == split]
     out = []
     for i in range(n):
+        sid = f"text_lm-{split}-{i:05d}"
+        if i % 2 == 0:
+            out.append(make_sample(sid, "text_lm", split, "task-sentences", SYNTHETIC_LICENSE, [],
+                                   _domain_paragraph(ctx, split, i)))
+            continue
         doc, lic, chunk = _pick(pool, i, 10)
-        out.append(make_sample(f"text_lm-{split}-{i:05d}", "text_lm", split, doc.split(":")[0] if ":" in doc else doc,
-                               lic, [], chunk))
+        out.append(make_sample(sid, "text_lm", split, doc.split(":")[0] if ":" in doc else doc, lic, [], chunk))
     return out
 
 

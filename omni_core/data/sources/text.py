@@ -53,7 +53,8 @@ def prose_chunks(text: str, max_words: int) -> list[str]:
 
 @functools.lru_cache(maxsize=8)
 def short_sentences(max_words: int, min_words: int = 3) -> tuple[str, ...]:
-    """Short, plain fortune sentences, lower-cased without punctuation: read-aloud material for ASR."""
+    """Short, plain fortune sentences, lower-cased without punctuation: open-vocabulary speech for the
+    speech-boundary head and the streaming benchmark."""
     seen, out = set(), []
     for f in fortunes():
         for s in re.split(r"(?<=[.!?])\s+", f):
@@ -68,7 +69,7 @@ def short_sentences(max_words: int, min_words: int = 3) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=8)
 def vocabulary_words(min_len: int = 3, max_len: int = 7) -> tuple[str, ...]:
-    """Distinct lower-case words of the fortunes, for OCR lines."""
+    """Distinct lower-case words of the fortunes, for the text instructions."""
     words = set()
     for f in fortunes():
         for w in re.findall(r"[A-Za-z]+", f):
