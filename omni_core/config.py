@@ -123,6 +123,7 @@ class StageConfig:
     weight_decay: float = field(default=0.0, metadata=_range(0.0, 1.0))
     max_grad_norm: float = field(default=1.0, metadata=_range(0.0))
     packing: bool = True
+    loss_weighting: Literal["token", "sample", "sqrt"] = "token"   # how answers of different lengths share the loss
     save_every: int = field(default=50, metadata=_range(1))
     eval_every: int = field(default=50, metadata=_range(1))
     val_samples: int = field(default=64, metadata=_range(1))   # val-split samples of the mixture's tasks for val loss

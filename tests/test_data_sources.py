@@ -192,8 +192,9 @@ def test_prepared_card_and_tokenizer(prepared):
 
 def test_highres_digits_each_fill_one_anyres_tile(prepared):
     """A 2x2 grid at highres_size: every quadrant is one tile of the model's image size, holding one digit."""
-    from omni_core.model.vision import anyres_tiles
     from PIL import Image
+
+    from omni_core.model.vision import anyres_tiles
     out, _, cfg = prepared
     s = next(s for s in read_manifest(out / "train.jsonl") if s["task"] == "highres_read")
     image = Image.open(out / media_parts(s)[0]["path"])

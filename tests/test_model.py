@@ -154,6 +154,36 @@ def test_mixed_batch_loss_equals_per_sample_losses(model, processor):
     torch.testing.assert_close(batch_loss, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("weighting", ["sample", "sqrt"])
+def test_loss_weighting_balances_short_and_long_answers_in_padded_and_packed_batches(model, processor, weighting):
+    """``sample``: the mean of per-sample mean losses; ``sqrt``: tokens weighted 1/sqrt(answer length).
+    The same whether the samples are padded rows or packed into one row."""
+    model.eval()
+    samples = [_sample(processor, n, answer=a) for n, a in (("image", "seven"), ("audio", "the quick brown fox"),
+                                                            ("text", "hello world, the quick brown fox"))]
+    packed = {"input_ids": torch.cat([s["input_ids"] for s in samples])[None],
+              "labels": torch.cat([s["labels"] for s in samples])[None],
+              "position_ids": torch.cat([torch.arange(len(s["input_ids"])) for s in samples])[None]}
+    for k in MEDIA_CAT:
+        parts = [s[k] for s in samples if k in s]
+        if parts:
+            packed[k] = torch.cat(parts)
+    with torch.no_grad():
+        means, counts = [], []
+        for s in samples:
+            means.append(model(**_batch(processor, [s])).loss)
+            counts.append(int((s["labels"][1:] != -100).sum()))
+        padded = model(**_batch(processor, samples), loss_weighting=weighting).loss
+        in_one_row = model(**packed, loss_weighting=weighting).loss
+    w = [1.0 if weighting == "sample" else c ** 0.5 for c in counts]     # sum of a sample's weights
+    expected = sum(m * wi for m, wi in zip(means, w)) / sum(w)
+    assert len(set(counts)) == 3
+    torch.testing.assert_close(padded, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(in_one_row, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="loss_weighting"):
+        model(**_batch(processor, samples), loss_weighting="mean")
+
+
 def test_packed_forward_equals_unpacked(model, processor):
     model.eval()
     samples = [_sample(processor, n) for n in ("image_audio", "text", "video")]

@@ -24,6 +24,8 @@ from .sources.speech import FLITE_LICENSE, LIBRIVOX_LICENSE
 from .sources.text import FORTUNES_LICENSE, PYDOC_LICENSE
 
 VIDEO_FPS = 1.0           # one frame per second, the paper's sampling rate: 4 frames = a 4 s clip
+# the closed vocabulary of the tasks, read by OCR and used by the text instructions
+TASK_WORDS = tuple(S.COLOURS) + S.SHAPES + S.NUMBER_WORDS + tuple(S.DIRECTIONS)
 
 
 @dataclass
@@ -203,19 +205,16 @@ def image_vqa(ctx: BuildContext, split: str, n: int) -> list[Sample]:
     return out
 
 
-OCR_WORDS = tuple(S.COLOURS) + S.SHAPES + S.NUMBER_WORDS + tuple(S.DIRECTIONS)
-
-
 def ocr(ctx: BuildContext, split: str, n: int) -> list[Sample]:
     """Printed words of the tasks' closed vocabulary (colours, shapes, numbers, directions), one or two per
     image. Splits share the words (as MNIST's splits share the ten classes) but never a rendering: each
     image has its own size, position, ink and background, and the word pairs of the test split are new."""
-    pairs = ctx.pool("ocr-pairs", [f"{a} {b}" for a in OCR_WORDS for b in OCR_WORDS if a != b])[split]
+    pairs = ctx.pool("ocr-pairs", [f"{a} {b}" for a in TASK_WORDS for b in TASK_WORDS if a != b])[split]
     size = ctx.cfg.image_size
     out = []
     for i in range(n):
         rng = ctx.rng("ocr", split, i)
-        line = _pick(pairs, i, 5) if i % 4 == 3 else OCR_WORDS[int(rng.integers(len(OCR_WORDS)))]
+        line = _pick(pairs, i, 5) if i % 4 == 3 else TASK_WORDS[int(rng.integers(len(TASK_WORDS)))]
         sid = f"ocr-{split}-{i:05d}"
         rel = ctx.image(f"media/image/{sid}.png", S.render_text(line, 2 * size, size, rng))
         out.append(make_sample(sid, "ocr", split, "rendered-text", SYNTHETIC_LICENSE,
@@ -406,7 +405,9 @@ def _instruction(rng: np.random.Generator, words: list[str]) -> tuple[str, str]:
 
 
 def text_instruct(ctx: BuildContext, split: str, n: int) -> list[Sample]:
-    words = [w for w in S.vocabulary_words(3, 6)]
+    """Instructions over the tasks' closed vocabulary (one token per word for the tiny tokenizer): each split
+    owns its own instructions, so test prompts are new combinations of known words."""
+    words = list(TASK_WORDS)
     out, seen, j = [], set(), 0
     while len(out) < n and j < 50 * n:
         q, a = _instruction(ctx.rng("text_instruct", split, j), words)

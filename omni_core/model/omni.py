@@ -43,6 +43,34 @@ class OmniPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
 
 
+LOSS_WEIGHTINGS = ("token", "sample", "sqrt")
+
+
+def sample_ids(input_ids: torch.Tensor, position_ids: torch.Tensor | None) -> torch.Tensor:
+    """(B, T) id of the sample each token belongs to: one per row, or one per packed sample (its
+    ``position_ids`` restart at 0)."""
+    b, t = input_ids.shape[:2]
+    rows = torch.arange(b, device=input_ids.device)[:, None] * (t + 1)
+    if position_ids is None:
+        return rows.expand(b, t)
+    return rows + (position_ids == 0).cumsum(-1)
+
+
+def weighted_loss(per_token: torch.Tensor, samples: torch.Tensor, weighting: str = "token") -> torch.Tensor:
+    """Average supervised-token losses: ``token`` = every token alike (long answers dominate); ``sample`` =
+    every sample alike (mean of per-sample means); ``sqrt`` = tokens weighted 1/sqrt(answer length), the
+    middle way InternVL 2.5 uses. Short answers (VQA: one word) get a fair share of the gradient only with
+    the last two."""
+    if weighting == "token":
+        return per_token.mean()
+    if weighting not in LOSS_WEIGHTINGS:
+        raise ValueError(f"loss_weighting {weighting!r}: choose one of {', '.join(LOSS_WEIGHTINGS)}")
+    _, which, counts = torch.unique(samples, return_inverse=True, return_counts=True)
+    n = counts[which].to(per_token.dtype)
+    w = 1.0 / n if weighting == "sample" else n.rsqrt()
+    return (per_token * w).sum() / w.sum()
+
+
 class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
     """Baichuan-Omni: SigLIP (AnyRes tiles, video frames) + Whisper encoder -> projectors -> causal LM.
 
@@ -183,8 +211,10 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
                 pixel_values: torch.Tensor | None = None, video_values: torch.Tensor | None = None,
                 audio_features: torch.Tensor | None = None, audio_window_counts: torch.Tensor | None = None,
                 audio_token_counts: torch.Tensor | None = None, past_key_values=None, use_cache: bool | None = None,
-                inputs_embeds: torch.Tensor | None = None, logits_to_keep: int = 0, **kwargs) -> CausalLMOutputWithPast:
-        """With ``labels``: logits only at supervised positions (shifted), ``loss`` = their mean cross-entropy.
+                inputs_embeds: torch.Tensor | None = None, logits_to_keep: int = 0, loss_weighting: str = "token",
+                **kwargs) -> CausalLMOutputWithPast:
+        """With ``labels``: logits only at supervised positions (shifted), ``loss`` = their cross-entropy,
+        averaged as ``loss_weighting`` says (:func:`weighted_loss`).
 
         ``attention_mask=None`` with ``position_ids`` that restart at 0 = packed samples: the LM's mask
         builder turns the restarts into block-causal attention (no attention across samples).
@@ -211,7 +241,9 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
                 raise ValueError("no supervised token in this batch (all labels are -100): every training "
                                  "conversation needs an assistant turn; check the data's messages")
             logits = head(hidden[:, :-1][supervised]).float()
-            loss = F.cross_entropy(logits, targets[supervised])
+            per_token = F.cross_entropy(logits, targets[supervised], reduction="none")
+            loss = weighted_loss(per_token, sample_ids(input_ids if input_ids is not None else labels,
+                                                       position_ids)[:, 1:][supervised], loss_weighting)
         else:
             keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
             logits = head(hidden[:, keep])

@@ -146,9 +146,9 @@ class _Backend:
             self.scheduler = build_scheduler(self.optimizer, stage)
         self.params = [p for g in groups for p in g["params"]]
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict, loss_weighting: str = "token") -> torch.Tensor:
         with self.autocast:
-            out = (self.engine or self.model)(**batch)
+            out = (self.engine or self.model)(**batch, loss_weighting=loss_weighting)
         return out.loss
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -318,7 +318,7 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
             batch = next(batches)
             tokens += batch.pop("_tokens")
             sup += batch.pop("_supervised")
-            loss = backend.forward(_to(batch, dist.device))
+            loss = backend.forward(_to(batch, dist.device), stage.loss_weighting)
             backend.backward(loss)
             losses.append(float(loss.detach()))
             if micro < stage.grad_accum - 1:

@@ -65,14 +65,3 @@ def short_sentences(max_words: int, min_words: int = 3) -> tuple[str, ...]:
                     seen.add(t)
                     out.append(t)
     return tuple(out)
-
-
-@functools.lru_cache(maxsize=8)
-def vocabulary_words(min_len: int = 3, max_len: int = 7) -> tuple[str, ...]:
-    """Distinct lower-case words of the fortunes, for the text instructions."""
-    words = set()
-    for f in fortunes():
-        for w in re.findall(r"[A-Za-z]+", f):
-            if min_len <= len(w) <= max_len:
-                words.add(w.lower())
-    return tuple(sorted(words))
