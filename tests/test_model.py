@@ -66,6 +66,18 @@ def _sample(processor, name, answer="A handwritten digit seven."):
                       {"role": "assistant", "content": [{"type": "text", "text": answer}]}])
 
 
+def _pack(samples, labels=False):
+    """All samples in one packed row (position_ids restart at each sample, no attention_mask)."""
+    keys = ("input_ids", "labels") if labels else ("input_ids",)
+    packed = {k: torch.cat([s[k] for s in samples])[None] for k in keys}
+    packed["position_ids"] = torch.cat([torch.arange(len(s["input_ids"])) for s in samples])[None]
+    for k in MEDIA_CAT:
+        parts = [s[k] for s in samples if k in s]
+        if parts:
+            packed[k] = torch.cat(parts)
+    return packed
+
+
 def _batch(processor, samples):
     """Right-padded batch; media keys concatenated in sample order (the collator's contract)."""
     longest = max(len(s["input_ids"]) for s in samples)
@@ -161,13 +173,7 @@ def test_loss_weighting_balances_short_and_long_answers_in_padded_and_packed_bat
     model.eval()
     samples = [_sample(processor, n, answer=a) for n, a in (("image", "seven"), ("audio", "the quick brown fox"),
                                                             ("text", "hello world, the quick brown fox"))]
-    packed = {"input_ids": torch.cat([s["input_ids"] for s in samples])[None],
-              "labels": torch.cat([s["labels"] for s in samples])[None],
-              "position_ids": torch.cat([torch.arange(len(s["input_ids"])) for s in samples])[None]}
-    for k in MEDIA_CAT:
-        parts = [s[k] for s in samples if k in s]
-        if parts:
-            packed[k] = torch.cat(parts)
+    packed = _pack(samples, labels=True)
     with torch.no_grad():
         means, counts = [], []
         for s in samples:
@@ -187,12 +193,7 @@ def test_loss_weighting_balances_short_and_long_answers_in_padded_and_packed_bat
 def test_packed_forward_equals_unpacked(model, processor):
     model.eval()
     samples = [_sample(processor, n) for n in ("image_audio", "text", "video")]
-    packed = {"input_ids": torch.cat([s["input_ids"] for s in samples])[None],
-              "position_ids": torch.cat([torch.arange(len(s["input_ids"])) for s in samples])[None]}
-    for k in MEDIA_CAT:
-        parts = [s[k] for s in samples if k in s]
-        if parts:
-            packed[k] = torch.cat(parts)
+    packed = _pack(samples)
     with torch.no_grad():
         logits = model(**packed).logits[0]
         start = 0
