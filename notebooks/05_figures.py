@@ -24,10 +24,7 @@ params = "params.yaml"
 profile = ""   # "" = the profile named in params.yaml
 
 # %%
-import json
 from pathlib import Path
-
-import matplotlib.pyplot as plt
 
 from omni_core import load_config
 from omni_core import plots

@@ -61,6 +61,10 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, data):
     rows = loss_tsv.read_text().strip().splitlines()[1:]
     assert [int(r.split("\t")[0]) for r in rows] == [1, 2, 3, 4, 5]
 
+    # rerunning the finished stage trains nothing and keeps the throughput the run measured
+    again = train_stage(cfg, STAGE, progress=False)
+    assert again["steps"] == 5 and again["tokens_per_s"] == resumed["tokens_per_s"] > 0
+
     # a finished stage under a changed config is a new experiment: it trains anew from step 0
     fresh = train_stage(tiny_cfg(tmp_path / "b", data, stages=changed), STAGE, progress=False)
     assert fresh["steps"] == 5 and "val_loss_start" in fresh and fresh["train_loss"] != resumed["train_loss"]

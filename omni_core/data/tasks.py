@@ -294,18 +294,20 @@ def video_qa(ctx: BuildContext, split: str, n: int) -> list[Sample]:
 
 
 # ------------------------------------------------------------------------------------------- audio
-def _asr_phrases() -> list[str]:
+@functools.cache
+def _asr_phrases() -> tuple[str, ...]:
     """Sentences in the tasks' words: scenes, moving digits, counts."""
     t = [f"the {c} {s} is at the {q}" for c in S.COLOURS for s in S.SHAPES for q in S.QUADRANTS]
     t += [f"the digit {d} moves {m}" for d in S.DIGIT_WORDS for m in S.DIRECTIONS]
     t += [f"{S.NUMBER_WORDS[k]} {c} {s}s" for k in range(2, 5) for c in S.COLOURS for s in S.SHAPES]
-    return t
+    return tuple(t)
 
 
-def _digit_strings() -> list[str]:
+@functools.cache
+def _digit_strings() -> tuple[str, ...]:
     """Connected digits, three per utterance (the TIDIGITS task): 1,000 strings of ten words."""
     w = S.DIGIT_WORDS
-    return [f"{w[a]} {w[b]} {w[c]}" for a in range(10) for b in range(10) for c in range(10)]
+    return tuple(f"{w[a]} {w[b]} {w[c]}" for a in range(10) for b in range(10) for c in range(10))
 
 
 def asr(ctx: BuildContext, split: str, n: int) -> list[Sample]:
@@ -337,13 +339,14 @@ def asr_real(ctx: BuildContext, split: str, n: int) -> list[Sample]:
     return out
 
 
-def _spoken_questions() -> list[tuple[str, str]]:
+@functools.cache
+def _spoken_questions() -> tuple[tuple[str, str], ...]:
     w = S.NUMBER_WORDS
     qa = [(f"what is {w[a]} plus {w[b]}", w[a + b]) for a in range(10) for b in range(10) if a + b <= 20]
     qa += [(f"what is {w[a]} minus {w[b]}", w[a - b]) for a in range(11) for b in range(a + 1)]
     qa += [(f"what number comes after {w[a]}", w[a + 1]) for a in range(20)]
     qa += [(f"what number comes before {w[a]}", w[a - 1]) for a in range(1, 21)]
-    return qa
+    return tuple(qa)
 
 
 def spoken_qa(ctx: BuildContext, split: str, n: int) -> list[Sample]:
@@ -430,8 +433,8 @@ def _prose(ctx: BuildContext) -> list[tuple[str, str, str]]:
 
 
 def _domain_paragraph(ctx: BuildContext, split: str, i: int) -> str:
-    """A few sentences in the tasks' own words (a scene and a question about it, a digit, a motion,
-    a sum, spoken digits), drawn from ``split``'s items only. The paper starts from an LLM that already
+    """A few sentences in the tasks' own words (a scene and a question about it, a moving digit, a sum,
+    spoken digits), drawn from ``split``'s items only. The paper starts from an LLM that already
     speaks the language of its data; the tiny LM learns it here, in stage 0, before its frozen stages."""
     scene, rng = _scene(ctx, "text_lm", split, i)
     _, q, a = scene_question(scene, rng)
@@ -439,7 +442,7 @@ def _domain_paragraph(ctx: BuildContext, split: str, i: int) -> str:
     direction = list(S.DIRECTIONS)[int(rng.integers(len(S.DIRECTIONS)))]
     sq, sa = _pick(ctx.pool("spoken-qa", _spoken_questions())[split], i, 12)
     sentences = [f"{scene.describe()} {q} {a.capitalize()}.",
-                 f"A handwritten digit {digit}." if i % 2 else f"The digit {digit} moves {direction}.",
+                 f"The digit {digit} moves {direction}.",
                  f"{sq.capitalize()}? {sa.capitalize()}.",
                  f"{_pick(ctx.pool('asr-digits', _digit_strings())[split], i, 13).capitalize()}."]
     return " ".join(sentences[j] for j in rng.permutation(len(sentences)))

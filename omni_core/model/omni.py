@@ -46,11 +46,11 @@ class OmniPreTrainedModel(PreTrainedModel):
 LOSS_WEIGHTINGS = ("token", "sample", "sqrt")
 
 
-def sample_ids(input_ids: torch.Tensor, position_ids: torch.Tensor | None) -> torch.Tensor:
-    """(B, T) id of the sample each token belongs to: one per row, or one per packed sample (its
-    ``position_ids`` restart at 0)."""
-    b, t = input_ids.shape[:2]
-    rows = torch.arange(b, device=input_ids.device)[:, None] * (t + 1)
+def sample_ids(labels: torch.Tensor, position_ids: torch.Tensor | None) -> torch.Tensor:
+    """(B, T) id of the sample each token of ``labels`` belongs to: one per row, or one per packed sample
+    (its ``position_ids`` restart at 0)."""
+    b, t = labels.shape
+    rows = torch.arange(b, device=labels.device)[:, None] * (t + 1)
     if position_ids is None:
         return rows.expand(b, t)
     return rows + (position_ids == 0).cumsum(-1)
@@ -242,8 +242,7 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
                                  "conversation needs an assistant turn; check the data's messages")
             logits = head(hidden[:, :-1][supervised]).float()
             per_token = F.cross_entropy(logits, targets[supervised], reduction="none")
-            loss = weighted_loss(per_token, sample_ids(input_ids if input_ids is not None else labels,
-                                                       position_ids)[:, 1:][supervised], loss_weighting)
+            loss = weighted_loss(per_token, sample_ids(labels, position_ids)[:, 1:][supervised], loss_weighting)
         else:
             keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
             logits = head(hidden[:, keep])

@@ -349,8 +349,9 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
     if val and (state is None or not state.finished):
         summary["val_loss_end"] = evaluate_loss(backend, val, dist)
         log_metrics(step, {"val/loss": summary["val_loss_end"]})
-    summary.update(steps=step, wall_s=wall, tokens_per_s=tok_total / max(wall, 1e-9),
-                   supervised_tokens_per_s=sup_total / max(wall, 1e-9))
+    summary.update(steps=step, wall_s=wall)
+    if tok_total:         # a rerun of a finished stage trains nothing and keeps the throughput it measured
+        summary.update(tokens_per_s=tok_total / max(wall, 1e-9), supervised_tokens_per_s=sup_total / max(wall, 1e-9))
     if state is None or not state.finished or not (out_dir / "model" / "config.json").exists():
         save(finished=True)
     if live is not None:
