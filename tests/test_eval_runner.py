@@ -244,6 +244,11 @@ def test_ablation_helpers(setup, tmp_path):
     assert moved.config.audio_downsample == 2 and proc.model_cfg.audio.downsample == 2
     theirs = model.state_dict()
     assert all(torch.equal(v, theirs[k]) for k, v in moved.state_dict().items() if k not in fresh)
+    # the fresh weights come from the seed: the arm is the same every time it is rebuilt
+    torch.manual_seed(1234)
+    ablation.transplant(root / "ckpt/0_text/model", arm_cfg, tmp_path / "n2_again")
+    again = load_checkpoint(arm_cfg, tmp_path / "n2_again")[0].state_dict()
+    assert all(torch.equal(moved.state_dict()[k], again[k]) for k in fresh)
     # staging arm: the joint stage spends the recipe's tokens on the union of its mixtures
     tiny = load_config()
     joint = ablation.joint_stage(tiny)

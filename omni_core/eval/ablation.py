@@ -102,6 +102,7 @@ def transplant(src_dir: str | Path, cfg: Config, dst_dir: str | Path) -> list[st
     from omni_core.processing import OmniProcessor
 
     src, src_proc = load_checkpoint(cfg, src_dir, "cpu")
+    torch.manual_seed(cfg.train.seed)          # the fresh weights, like everything else, are fixed by the seed
     model = build_model(cfg, src_proc.tokenizer).to(getattr(torch, cfg.model.dtype))
     own, theirs = model.state_dict(), src.state_dict()
     keep = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
