@@ -146,7 +146,10 @@ def plot_metric_vs_chance(results: Mapping, out: str | Path) -> list[Path]:
             color=[_TABLE_COLORS[r[0]] for r in pct])
     ax.barh([y - 0.2 for y in ys], [r[4] or 0 for r in pct], height=0.4, color="0.9", edgecolor="0.5",
             hatch="///", lw=0.5, label="chance")
-    ax.set_yticks(list(ys), [f"{r[1]} ({METRICS[r[2]].label}{'' if r[5] else ' ↓'})" for r in pct], fontsize=8)
+    tasks = {t: res for tab in results.get("tables", {}).values() for t, res in tab.get("tasks", {}).items()}
+    constant = {t for t, res in tasks.items() if res.get("distinct_answers") == 1 and res.get("n", 0) > 1}
+    ax.set_yticks(list(ys), [f"{r[1]} ({METRICS[r[2]].label}{'' if r[5] else ' ↓'})"
+                             f"{', one answer for all' if r[1] in constant else ''}" for r in pct], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("score (0-100; ↓ = lower is better)")
     tables = dict.fromkeys(r[0] for r in pct)

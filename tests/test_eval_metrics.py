@@ -83,10 +83,13 @@ def test_reported_numbers_stay_apart_from_measured():
     mmlu = next(r for r in reported.reported("text") if r.benchmark == "MMLU")
     assert (mmlu.value, mmlu.paper_table) == (65.3, 1)
     assert {r.paper_table for rows in reported.REPORTED.values() for r in rows} <= {0, 1, 2, 3, 4, 5, 6, 7}
-    measured = {"settings": {"batch_size": 8}, "tables": {"image": {"tasks": {"image_vqa": {
-        "accuracy": 41.0, "chance": {"accuracy": 24.0}, "n": 50}}}}}
+    measured = {"settings": {"batch_size": 8}, "tables": {"image": {"tasks": {
+        "image_vqa": {"accuracy": 41.0, "chance": {"accuracy": 24.0}, "n": 50, "distinct_answers": 12},
+        "ocr": {"accuracy": 5.0, "cer": 80.0, "chance": {"accuracy": 3.0, "cer": 90.0}, "n": 50, "distinct_answers": 1}}}}}
     md = tables.render_markdown(measured)
     image = md.split("## Image")[1].split("## Video")[0]
     ours, paper = image.split("Reported (paper):")
-    assert "| VQA (`image_vqa`) | Acc. (%) | 41.0 | 24.0 | yes | 50 |" in ours and "MMBench" not in ours
+    assert "| VQA (`image_vqa`) | Acc. (%) | 41.0 | 24.0 | yes | 12 | 50 |" in ours and "MMBench" not in ours
+    # a constant answer that scores above the training majority is still a constant
+    assert "| OCR (`ocr`) | Acc. (%) | 5.0 | 3.0 | no (one answer for all) | 1 | 50 |" in ours
     assert "| MMBench | Acc. (%) | 76.2 | Table 2 |" in paper and "image_vqa" not in paper

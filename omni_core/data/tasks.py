@@ -433,17 +433,20 @@ def _prose(ctx: BuildContext) -> list[tuple[str, str, str]]:
 
 
 def _domain_paragraph(ctx: BuildContext, split: str, i: int) -> str:
-    """A few sentences in the tasks' own words (a scene and a question about it, a moving digit, a sum,
-    spoken digits), drawn from ``split``'s items only. The paper starts from an LLM that already
-    speaks the language of its data; the tiny LM learns it here, in stage 0, before its frozen stages."""
+    """A few sentences in the tasks' own words (a scene and a question about it, a moving digit, number
+    facts, spoken digits). The paper starts from an LLM that already speaks the language of its data and
+    knows its arithmetic; the tiny LM learns both here, in stage 0, before its frozen stages. Scenes and
+    digit strings come from ``split``'s items only; the number facts are the LM's world knowledge, so they
+    come from the whole table: spoken_qa holds out the *speech* (no test question is heard in training),
+    not the fact, as the paper's spoken QA asks a pretrained LLM what it already knows."""
     scene, rng = _scene(ctx, "text_lm", split, i)
     _, q, a = scene_question(scene, rng)
     digit = S.DIGIT_WORDS[int(rng.integers(10))]
     direction = list(S.DIRECTIONS)[int(rng.integers(len(S.DIRECTIONS)))]
-    sq, sa = _pick(ctx.pool("spoken-qa", _spoken_questions())[split], i, 12)
+    facts = _spoken_questions()
     sentences = [f"{scene.describe()} {q} {a.capitalize()}.",
                  f"The digit {digit} moves {direction}.",
-                 f"{sq.capitalize()}? {sa.capitalize()}.",
+                 *(f"{sq.capitalize()}? {sa.capitalize()}." for sq, sa in (_pick(facts, 3 * i + k, 12) for k in range(3))),
                  f"{_pick(ctx.pool('asr-digits', _digit_strings())[split], i, 13).capitalize()}."]
     return " ".join(sentences[j] for j in rng.permutation(len(sentences)))
 

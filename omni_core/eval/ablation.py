@@ -5,8 +5,9 @@ per second (50 / n). An arm starts from the recipe's checkpoint before the audio
 fresh Conv-GMLP of rate n (every other weight is kept), trains the audio stage and scores ASR.
 
 *Staging*: the same compute spent on one joint mixture of every task (all modules trainable from the
-start) versus the recipe's stages. The joint arm's steps are chosen so it sees as many tokens
-(steps x batch x grad_accum x seq_len) as all recipe stages together.
+start) versus the recipe's stages. Both start from the tiny profile's stand-ins for pretrained weights
+(stages ``0_*``, the main run's checkpoints); the joint arm's steps are chosen so it sees as many tokens
+(steps x batch x grad_accum x seq_len) as the recipe's stages after them.
 
 Each arm writes ``<workdir>/<arm>/result.json``; ``collect_*`` read them back for the plots.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -164,12 +166,25 @@ def recipe_stages(cfg: Config) -> list[str]:
     return [name for name, st in cfg.stages.items() if st.enabled]
 
 
-def joint_stage(cfg: Config) -> dict:
-    """Overrides for a ``joint`` stage with the recipe's total compute: the last stage's mixture (every task),
-    each module at the highest lr any stage gives it, fresh init like the recipe's first stage."""
+def stand_in_stages(cfg: Config) -> list[str]:
+    """The leading enabled stages named ``0_*``: the tiny profile's stand-ins for the pretrained weights the
+    paper starts from (``0_text``: the LLM). Both arms of the staging ablation share them, since the paper's
+    question is what comes after them: stages, or one joint mixture."""
     names = recipe_stages(cfg)
+    k = 0
+    while k < len(names) and names[k].startswith("0_"):
+        k += 1
+    return names[:k]
+
+
+def joint_stage(cfg: Config) -> dict:
+    """Overrides for a ``joint`` stage with the compute of the recipe's stages after the stand-ins: their
+    last stage's mixture (every task), each module at the highest lr any of them gives it, starting from
+    the last stand-in's checkpoint (or fresh, like the recipe's first stage, when there is none)."""
+    pre = stand_in_stages(cfg)
+    names = recipe_stages(cfg)[len(pre):]
     if not names:
-        raise ValueError("no enabled stages in the config; nothing to compare against")
+        raise ValueError("no enabled stages after the stand-ins (0_*) in the config; nothing to compare against")
     stages = [cfg.stages[n] for n in names]
     last = stages[-1]
     tokens = sum(s.steps * s.batch_size * s.grad_accum * s.seq_len for s in stages)
@@ -179,7 +194,7 @@ def joint_stage(cfg: Config) -> dict:
         for task, w in s.mixture.items():
             mixture[task] = max(mixture.get(task, 0.0), w)
     lr = {m: max(s.lr.get(m, 0.0) for s in stages) for m in MODULES}
-    return {"init_from": cfg.stages[names[0]].init_from, "mixture": mixture,
+    return {"init_from": pre[-1] if pre else cfg.stages[names[0]].init_from, "mixture": mixture,
             "steps": math.ceil(tokens / (last.batch_size * last.grad_accum * seq_len)),
             "batch_size": last.batch_size, "grad_accum": last.grad_accum, "seq_len": seq_len,
             "lr": {m: v for m, v in lr.items() if v > 0}, "warmup_ratio": last.warmup_ratio,
@@ -199,8 +214,17 @@ def staging_arm(cfg: Config, arm: str, workdir: str | Path, params: str | Path =
     if arm == "joint":
         over = _merge(over, {"stages": {"joint": joint_stage(cfg)}})
     arm_cfg = load_config(params, overrides=over, profile=profile)
-    stages = ["joint"] if arm == "joint" else recipe_stages(arm_cfg)
+    pre = stand_in_stages(arm_cfg)
+    stages = ["joint"] if arm == "joint" else recipe_stages(arm_cfg)[len(pre):]
     if reuse_checkpoint is None:
+        for name in pre:       # the stand-ins are the main run's, copied rather than trained again
+            src = Path(cfg.train.checkpoints_dir) / name / "model"
+            dst = Path(arm_cfg.train.checkpoints_dir) / name / "model"
+            if not (src / "config.json").exists():
+                raise FileNotFoundError(f"{src} holds no model: the staging ablation starts from the main run's "
+                                        f"{name} checkpoint; run `dvc repro train_{name}` first")
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(src, dst)
         train_stages(stages, params, over, profile, log_file=Path(workdir) / arm / "train.log")
         ckpt: str | Path = Path(arm_cfg.train.checkpoints_dir) / stages[-1] / "model"
     else:

@@ -26,7 +26,7 @@ import torch
 from omni_core.config import Config
 from omni_core.data.manifest import iter_manifest
 
-from .metrics import TABLES, TASKS, chance_level, perplexity, score, task_spec, unigram_perplexity
+from .metrics import TABLES, TASKS, chance_level, normalize_answer, perplexity, score, task_spec, unigram_perplexity
 
 log = logging.getLogger(__name__)
 MEDIA_KEYS = ("pixel_values", "video_values", "audio_features", "audio_window_counts", "audio_token_counts")
@@ -227,7 +227,7 @@ def evaluate(cfg: Config, checkpoint_dir: str | Path, split: str = "test", tasks
     """Evaluate ``checkpoint_dir`` on ``data/prepared/<split>.jsonl``; return and (``write``) save the results.
 
     Returns ``{"settings": {...}, "tables": {table: {"settings", "tasks": {task: {metric: value, "chance":
-    {metric: value}, "baseline": str, "n": int}}}}, "predictions": {task: [...]}}``. ``model`` /
+    {metric: value}, "baseline": str, "n": int, "distinct_answers": int}}}}, "predictions": {task: [...]}}``. ``model`` /
     ``processor`` skip loading (tests, notebooks holding a model already). ``device`` defaults to the GPU
     when there is one; batch-size invariance is checked on CPU in fp32 (GPU kernels may differ in the
     last bits across batch shapes, which greedy decoding can amplify).
@@ -257,7 +257,9 @@ def evaluate(cfg: Config, checkpoint_dir: str | Path, split: str = "test", tasks
         else:
             answers = generate_answers(model, processor, samples, root, batch_size, cfg.eval.max_new_tokens)
             refs = [s.reference for s in samples]
-            res = {**score(task, answers, refs), "n": len(samples)}
+            # a model that gives every sample the same answer has learned the task's prior, not the task
+            res = {**score(task, answers, refs), "n": len(samples),
+                   "distinct_answers": len({normalize_answer(a) for a in answers})}
             q_tr, a_tr = _baseline_inputs(train, task)
             if a_tr:
                 res["chance"], res["baseline"] = chance_level(task, (q_tr, a_tr), ([s.question for s in samples], refs))

@@ -44,23 +44,33 @@ def _md(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def beats_chance(res: dict, metric: str) -> str:
+    """"yes" / "no" / "–" (no chance level); a run that gives every sample one answer never beats chance,
+    whatever its score: a constant that happens to fit the test split better than the training majority
+    is still a constant."""
+    chance = res.get("chance", {}).get(metric)
+    if chance is None:
+        return "–"
+    if res.get("distinct_answers") == 1 and res.get("n", 0) > 1:
+        return "no (one answer for all)"
+    return "yes" if (res[metric] > chance if _HIGHER[metric] else res[metric] < chance) else "no"
+
+
 def measured_table(table: dict) -> str:
-    """One row per (task, metric): ours, chance, better than chance?, n."""
+    """One row per (task, metric): ours, chance, better than chance?, distinct answers, n."""
     rows = []
     for task, res in table.get("tasks", {}).items():
         spec = task_spec(task)
+        n, distinct = str(res.get("n", "")), str(res.get("distinct_answers", "–"))
         for m in spec.metrics:
             if m not in res:
                 continue
-            chance = res.get("chance", {}).get(m)
-            beats = "–" if chance is None else (
-                "yes" if (res[m] > chance if _HIGHER[m] else res[m] < chance) else "no")
-            rows.append([f"{spec.title} (`{task}`)", _UNITS[m], _fmt(res[m]), _fmt(chance), beats, str(res.get("n", ""))])
+            rows.append([f"{spec.title} (`{task}`)", _UNITS[m], _fmt(res[m]), _fmt(res.get("chance", {}).get(m)),
+                         beats_chance(res, m), distinct, n])
         if "perplexity_before" in res:
             rows.append([f"{spec.title} (`{task}`), before multimodal training", "perplexity",
-                         _fmt(res["perplexity_before"]), _fmt(res.get("chance", {}).get("perplexity")), "–",
-                         str(res.get("n", ""))])
-    return _md(["task", "metric", "measured", "chance", "beats chance", "n"], rows)
+                         _fmt(res["perplexity_before"]), _fmt(res.get("chance", {}).get("perplexity")), "–", "–", n])
+    return _md(["task", "metric", "measured", "chance", "beats chance", "distinct answers", "n"], rows)
 
 
 def reported_table(name: str) -> str:
