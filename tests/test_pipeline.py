@@ -15,7 +15,8 @@ import yaml
 
 from omni_core.config import REPO_ROOT
 
-pytestmark = pytest.mark.slow
+# the module's fixture runs both pipelines: 10 min on a 2-core machine's slow day, over the suite's 600 s default
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _sh(cmd: str, cwd: Path, timeout: int = 900) -> str:
