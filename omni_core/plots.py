@@ -23,7 +23,7 @@ import matplotlib.patches
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 
-from .eval.metrics import METRICS, TABLES, TASKS, task_spec  # noqa: E402
+from .eval.metrics import METRICS, TABLES, TASKS, one_answer_for_all, task_spec  # noqa: E402
 from .eval.reported import REPORTED_DOWNSAMPLE_WER  # noqa: E402
 
 _TABLE_COLORS = {"text": "#7f7f7f", "image": "#1f77b4", "video": "#2ca02c", "audio": "#d62728", "omni": "#9467bd"}
@@ -147,7 +147,7 @@ def plot_metric_vs_chance(results: Mapping, out: str | Path) -> list[Path]:
     ax.barh([y - 0.2 for y in ys], [r[4] or 0 for r in pct], height=0.4, color="0.9", edgecolor="0.5",
             hatch="///", lw=0.5, label="chance")
     tasks = {t: res for tab in results.get("tables", {}).values() for t, res in tab.get("tasks", {}).items()}
-    constant = {t for t, res in tasks.items() if res.get("distinct_answers") == 1 and res.get("n", 0) > 1}
+    constant = {t for t, res in tasks.items() if one_answer_for_all(res)}
     ax.set_yticks(list(ys), [f"{r[1]} ({METRICS[r[2]].label}{'' if r[5] else ' ↓'})"
                              f"{', one answer for all' if r[1] in constant else ''}" for r in pct], fontsize=8)
     ax.invert_yaxis()

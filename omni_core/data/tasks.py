@@ -443,10 +443,10 @@ def _domain_paragraph(ctx: BuildContext, split: str, i: int) -> str:
     _, q, a = scene_question(scene, rng)
     digit = S.DIGIT_WORDS[int(rng.integers(10))]
     direction = list(S.DIRECTIONS)[int(rng.integers(len(S.DIRECTIONS)))]
-    facts = _spoken_questions()
+    facts = [_pick(_spoken_questions(), 3 * i + k, 12) for k in range(3)]
     sentences = [f"{scene.describe()} {q} {a.capitalize()}.",
                  f"The digit {digit} moves {direction}.",
-                 *(f"{sq.capitalize()}? {sa.capitalize()}." for sq, sa in (_pick(facts, 3 * i + k, 12) for k in range(3))),
+                 *(f"{fq.capitalize()}? {fa.capitalize()}." for fq, fa in facts),
                  f"{_pick(ctx.pool('asr-digits', _digit_strings())[split], i, 13).capitalize()}."]
     return " ".join(sentences[j] for j in rng.permutation(len(sentences)))
 

@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 from collections.abc import Iterable, Sequence
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
@@ -170,11 +171,7 @@ def stand_in_stages(cfg: Config) -> list[str]:
     """The leading enabled stages named ``0_*``: the tiny profile's stand-ins for the pretrained weights the
     paper starts from (``0_text``: the LLM). Both arms of the staging ablation share them, since the paper's
     question is what comes after them: stages, or one joint mixture."""
-    names = recipe_stages(cfg)
-    k = 0
-    while k < len(names) and names[k].startswith("0_"):
-        k += 1
-    return names[:k]
+    return list(takewhile(lambda name: name.startswith("0_"), recipe_stages(cfg)))
 
 
 def joint_stage(cfg: Config) -> dict:

@@ -257,6 +257,11 @@ def chance_level(task: str, train: tuple[Sequence[str], Sequence[str]],
     return score(task, preds, a_te), what
 
 
+def one_answer_for_all(res: dict) -> bool:
+    """True when an evaluation entry's model gave all of its (several) samples the same answer."""
+    return res.get("distinct_answers") == 1 and res.get("n", 0) > 1
+
+
 def relative_to_chance(value: float, chance: float, higher_is_better: bool) -> float:
     """How much better than chance, as a signed difference in the metric's own units (positive = better)."""
     return (value - chance) if higher_is_better else (chance - value)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .metrics import METRICS, TABLES, task_spec
+from .metrics import METRICS, TABLES, one_answer_for_all, task_spec
 from .reported import LABEL, SOURCE, reported
 
 _TITLES = {"text": "Text", "image": "Image", "video": "Video", "audio": "Audio", "omni": "Omni (image + audio)"}
@@ -51,7 +51,7 @@ def beats_chance(res: dict, metric: str) -> str:
     chance = res.get("chance", {}).get(metric)
     if chance is None:
         return "–"
-    if res.get("distinct_answers") == 1 and res.get("n", 0) > 1:
+    if one_answer_for_all(res):
         return "no (one answer for all)"
     return "yes" if (res[metric] > chance if _HIGHER[metric] else res[metric] < chance) else "no"
 
