@@ -1,7 +1,7 @@
 """Does the tiny model read the image? Four ways to train stage 1a on digit captions, side by side.
 
-The tiny run's answers depend on the *kind* of input, not its content (README "Why the tiny model does
-not read its media"). This isolates the two suspects on the simplest content there is, the digit in
+The tiny run's answers depend on the *kind* of input, not its content (README, "Results of the tiny
+profile", the "Why" list). This isolates the two suspects on the simplest content there is, the digit in
 "A handwritten digit four.", from the same `checkpoints/0_text` LM:
 
 - the vision encoder: random init (as in the tiny recipe) or a stand-in for a pretrained SigLIP
@@ -10,11 +10,11 @@ not read its media"). This isolates the two suspects on the simplest content the
   or trained at the same learning rate.
 
 Each arm trains `--steps` steps of 16 digit-caption samples of `data/prepared/train.jsonl` (MNIST and
-sklearn digits; packed like the pipeline) with AdamW at a constant lr. Score: forced choice among the
+sklearn digits; packed like the pipeline) with AdamW at a constant lr, gradients clipped at 1. Score: forced choice among the
 ten digit words (the caption with each digit, ranked by the model's log-likelihood), on the first 60
 train and all test digit captions; chance is about 10 %. Prints JSON (also written to `--out`).
 
-    python benchmarks/bench_media_reading.py [--steps 200] [--encoder-seconds 90]
+    python benchmarks/bench_media_reading.py [--steps 200] [--encoder-seconds 90]   # after `make repro`
 """
 from __future__ import annotations
 
