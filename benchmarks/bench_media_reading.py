@@ -4,8 +4,9 @@ The tiny run's answers depend on the *kind* of input, not its content (README, "
 profile", the "Why" list). This isolates the two suspects on the simplest content there is, the digit in
 "A handwritten digit four.", from the same `checkpoints/0_text` LM:
 
-- the vision encoder: random init (as in the tiny recipe) or a stand-in for a pretrained SigLIP
-  (the same tower first trained to classify MNIST digits of the source's *train* split, then frozen);
+- the vision encoder: random init (the tiny recipe before stage 0_vision) or the pipeline's stand-in for a
+  pretrained SigLIP (`checkpoints/0_vision`: the same tower trained to classify MNIST digits of the
+  source's *train* split), then frozen;
 - the LLM: frozen (the paper's stage 1a: only the projector, plus the encoder when it is random)
   or trained at the same learning rate.
 
@@ -14,7 +15,7 @@ sklearn digits; packed like the pipeline) with AdamW at a constant lr, gradients
 ten digit words (the caption with each digit, ranked by the model's log-likelihood), on the first 60
 train and all test digit captions; chance is about 10 %. Prints JSON (also written to `--out`).
 
-    python benchmarks/bench_media_reading.py [--steps 200] [--encoder-steps 600]   # after `make repro`
+    python benchmarks/bench_media_reading.py [--steps 200]   # after `make repro` (needs 0_text and 0_vision)
 """
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -38,7 +38,6 @@ from omni_core.data import sources as S  # noqa: E402
 from omni_core.data.collate import PackCollator, pad_collate  # noqa: E402
 from omni_core.data.dataset import OmniDataset  # noqa: E402
 from omni_core.eval.runner import load_checkpoint  # noqa: E402
-from omni_core.model.vision import to_pixel_values  # noqa: E402
 from omni_core.train.stages import param_groups  # noqa: E402
 
 DIGITS = list(S.DIGIT_WORDS)
@@ -85,36 +84,6 @@ def forced_choice(model, ds: OmniDataset, n: int) -> float:
     return 100.0 * right / min(n, len(ds.records))
 
 
-def pretrain_encoder(encoder, steps: int, seed: int = 0) -> dict:
-    """Stand-in for a pretrained SigLIP: the tower + a linear head classify MNIST train-split digits
-    (random shifts of up to 3 px); returns the head's accuracy on the source's test split."""
-    x, y = S.mnist()
-    split = np.array([S.split_of("mnist", i) for i in range(len(x))])
-    tr, te = np.where(split == "train")[0], np.where(split == "test")[0]
-    size = encoder.config.image_size
-    pix = {name: to_pixel_values([S.digit_image(x[i], size).convert("RGB") for i in idx])
-           for name, idx in (("train", tr), ("test", te))}
-    labels = {"train": torch.tensor(y[tr]), "test": torch.tensor(y[te])}
-    head = torch.nn.Linear(encoder.config.hidden_size, 10)
-    opt = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=1e-3)
-    gen = torch.Generator().manual_seed(seed)
-    encoder.train()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        b = torch.randint(len(tr), (64,), generator=gen)
-        dy, dx = (int(v) for v in torch.randint(-3, 4, (2,), generator=gen))
-        feats = encoder(pixel_values=torch.roll(pix["train"][b], shifts=(dy, dx), dims=(2, 3))).last_hidden_state
-        loss = F.cross_entropy(head(feats.mean(1)), labels["train"][b])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    encoder.eval()
-    with torch.no_grad():
-        acc = (head(encoder(pixel_values=pix["test"]).last_hidden_state.mean(1)).argmax(-1) == labels["test"])
-    return {"steps": steps, "batch": 64, "seconds": round(time.perf_counter() - t0, 1), "train_images": len(tr),
-            "test_images": len(te), "linear_head_test_accuracy": round(100 * float(acc.float().mean()), 1)}
-
-
 def train_arm(model, processor, train: OmniDataset, lrs: dict, steps: int, seq_len: int, seed: int) -> list[float]:
     stage = StageConfig(lr=lrs, steps=steps)
     groups = param_groups(model, stage, "bench")
@@ -139,7 +108,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="checkpoints/0_text/model", help="the LM stand-in every arm starts from")
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--encoder-steps", type=int, default=600, help="steps of 64 digits for the encoder stand-in")
+    ap.add_argument("--encoder", default="checkpoints/0_vision/model", help="the pretrained-encoder stand-in")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/media_reading.json")
     args = ap.parse_args()
@@ -148,11 +117,12 @@ def main() -> None:
     data = REPO_ROOT / args.data
     base, processor = load_checkpoint(cfg, REPO_ROOT / args.checkpoint, "cpu")
     train, test = digit_captions(data, "train", processor), digit_captions(data, "test", processor)
-    pretrained = copy.deepcopy(base.vision_encoder)
+    pretrained = load_checkpoint(cfg, REPO_ROOT / args.encoder, "cpu")[0].vision_encoder
+    stand_in_log = REPO_ROOT / cfg.train.log_dir / Path(args.encoder).parent.name / "metrics.json"   # dvclive summary
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
-              "checkpoint": args.checkpoint, "steps": args.steps, "batch": 16, "lr": 1e-3,
+              "checkpoint": args.checkpoint, "encoder": args.encoder, "steps": args.steps, "batch": 16, "lr": 1e-3,
               "train_digit_captions": len(train), "test_digit_captions": len(test), "chance_percent": 10.0,
-              "encoder_stand_in": pretrain_encoder(pretrained, args.encoder_steps, args.seed), "arms": {}}
+              "encoder_stand_in": json.loads(stand_in_log.read_text()) if stand_in_log.exists() else None, "arms": {}}
     for name, (encoder, lrs) in ARMS.items():
         model = copy.deepcopy(base)
         if encoder == "pretrained":

@@ -128,6 +128,9 @@ class StageConfig:
     eval_every: int = field(default=50, metadata=_range(1))
     val_samples: int = field(default=64, metadata=_range(1))   # val-split samples of the mixture's tasks for val loss
     init_video_projector: bool = False   # copy the image projector into the video projector first (paper)
+    # "lm": next-token loss on the mixture's answers. "digit_classification": the vision tower + a linear head
+    # classify MNIST train-split digits (tiny/small's stand-in for a pretrained SigLIP; train/vision_stand_in.py)
+    objective: Literal["lm", "digit_classification"] = "lm"
 
 
 @dataclass
@@ -269,6 +272,17 @@ def _validate(cfg: Config, source: str) -> None:
         if st.init_from is not None and st.init_from not in cfg.stages:
             raise ConfigError(f"{source}: stages.{name}.init_from = {st.init_from!r} is not a stage"
                               f"{_suggest(st.init_from, cfg.stages)}")
+        if st.objective == "digit_classification":
+            extra = [f"lr.{m}" for m, lr in st.lr.items() if lr > 0 and m != "vision_encoder"]
+            if extra:
+                raise ConfigError(f"{source}: stages.{name} has objective digit_classification, which trains only "
+                                  f"the vision tower; set stages.{name}.{', '.join(extra)} to 0")
+            if st.lr.get("vision_encoder", 0) <= 0:
+                raise ConfigError(f"{source}: stages.{name} has objective digit_classification but "
+                                  f"stages.{name}.lr.vision_encoder is 0 or absent; give it an lr > 0")
+            if st.mixture:
+                raise ConfigError(f"{source}: stages.{name}.mixture is not used by objective digit_classification "
+                                  f"(it reads the MNIST source's train split); remove it")
         for task, w in st.mixture.items():
             if w < 0:
                 raise ConfigError(f"{source}: stages.{name}.mixture.{task} = {w} must be >= 0")

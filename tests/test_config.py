@@ -24,14 +24,17 @@ def _edit(path: Path, fn) -> None:
 def test_repo_params_load_with_every_stage_of_the_recipe():
     cfg = load_config()
     assert isinstance(cfg, Config) and cfg.profile == "tiny"
-    assert list(cfg.stages) == ["0_text", "1a_image_caption", "1b_image_vqa", "1c_image_full", "1d_video",
+    assert list(cfg.stages) == ["0_text", "0_vision", "1a_image_caption", "1b_image_vqa", "1c_image_full", "1d_video",
                                 "1e_audio", "1f_omni_alignment", "2_sft"]
     for name, st in cfg.stages.items():
         assert set(st.lr) <= set(MODULES), name
         assert st.init_from is None or st.init_from in cfg.stages
-    # the paper's freezing pattern survives in the tiny recipe: 1d trains only the video projector
-    assert {m for m, lr in cfg.stage("1d_video").lr.items() if lr > 0} == {"video_projector"}
-    assert cfg.stage("1e_audio").lr.get("llm", 0) == 0
+    # each branch stage trains its own projector and leaves the other branches' alone (the tiny LM trains
+    # along, since it cannot be steered while frozen; configs/full.yaml keeps the paper's frozen LLM)
+    assert {m for m, lr in cfg.stage("1d_video").lr.items() if lr > 0} == {"video_projector", "llm"}
+    assert {m for m, lr in cfg.stage("1e_audio").lr.items() if lr > 0} == {"audio_encoder", "audio_projector", "llm"}
+    # the vision tower trains only in its stand-in stage (digits), then stays frozen as a pretrained SigLIP would
+    assert [n for n, st in cfg.stages.items() if st.lr.get("vision_encoder", 0) > 0] == ["0_vision"]
 
 
 def test_defaults_fill_keys_the_file_leaves_out(params_dir):
@@ -49,9 +52,13 @@ def test_overlay_merges_on_top_of_params(profile):
         assert cfg.stage("2_sft").mixture == base.stage("2_sft").mixture
     else:
         assert cfg.model.llm.path and not cfg.stage("0_text").enabled
+        # lr maps merge into params.yaml's: the pretrained LLM must not inherit tiny's llm lr where the paper
+        # freezes it
+        assert all(cfg.stage(s).lr["llm"] == 0 for s in ("1a_image_caption", "1b_image_vqa", "1d_video", "1e_audio"))
+        assert cfg.stage("0_vision").enabled == (profile == "small")    # full has a pretrained SigLIP
     if profile == "full":                                  # the paper's learning rates
         assert cfg.stage("1a_image_caption").lr["vision_projector"] == pytest.approx(1e-3)
-        assert cfg.stage("1d_video").lr == {"video_projector": pytest.approx(4e-6)}
+        assert {m: lr for m, lr in cfg.stage("1d_video").lr.items() if lr > 0} == {"video_projector": pytest.approx(4e-6)}
 
 
 def test_profile_key_in_params_selects_overlay(params_dir):

@@ -1,8 +1,11 @@
 """Resume: a stage killed after step k and resumed ends where an uninterrupted run ends (CPU fp32);
-a state written under another config is refused; a kill during a save never corrupts a checkpoint."""
+a state written under another config is refused, one written from other inputs is not reused; a kill
+during a save never corrupts a checkpoint."""
 import re
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 from train_fixtures import make_tiny_data, tiny_cfg
 
 from omni_core.config import REPO_ROOT, load_config
@@ -86,3 +89,23 @@ def test_interrupted_write_leaves_previous_checkpoint(tmp_path):
         (tmp / "weights").write_text("v2")
     assert (final / "weights").read_text() == "v2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_state_from_other_inputs_is_stale(tmp_path, data):
+    """DVC reruns a stage when its init checkpoint changed; the finished state left from before (`persist`)
+    must not be re-exported as the new result."""
+    child = {"init_from": "0_text", "steps": 3}
+    cfg = tiny_cfg(tmp_path, data, stages={"0_text": {"mixture": {"text_lm": 1.0, "text_instruct": 0.0}}, STAGE: {**OVERRIDE[STAGE], **child}})
+    train_stage(cfg, "0_text", progress=False)
+    first = train_stage(cfg, STAGE, progress=False)
+    again = train_stage(cfg, STAGE, progress=False)              # same inputs: nothing to train
+    assert again["train_loss"] == first["train_loss"] and again["val_loss_start"] == first["val_loss_start"]
+    # the parent is retrained differently (same config here, other weights): the child trains anew from them
+    parent = tmp_path / "checkpoints" / "0_text" / "model" / "model.safetensors"
+    weights = load_file(parent)
+    save_file({k: v * 0.5 if v.is_floating_point() else v for k, v in weights.items()}, parent,
+              metadata={"format": "pt"})
+    anew = train_stage(cfg, STAGE, progress=False)
+    assert anew["val_loss_start"] != first["val_loss_start"]
+    a, b = dict(first["model"].named_parameters()), dict(anew["model"].named_parameters())
+    assert any(not torch.equal(a[n], b[n]) for n in a)

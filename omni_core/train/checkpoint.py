@@ -9,7 +9,9 @@ Layout of `checkpoints/<stage>/`:
 
 Every write goes to a temporary directory that is renamed into place when complete, so a process
 killed mid-save leaves the previous checkpoint intact. A state written under a different config is
-refused (the trajectory would silently diverge) with the list of keys that changed.
+refused (the trajectory would silently diverge) with the list of keys that changed. A state written
+from other *inputs* (the init checkpoint's weights, the training code, the data manifests) is stale:
+the stage trains anew rather than resume it or, once finished, re-export its old weights.
 """
 from __future__ import annotations
 
@@ -39,6 +41,9 @@ _IGNORED = {"stage": ("enabled", "save_every", "eval_every", "val_samples"),
             "data": ("num_workers", "on_bad_sample"), "model": ("attn_implementation",)}
 
 
+_CODE = ("config.py", "processing.py", "model/**/*.py", "train/**/*.py", "data/**/*.py")
+
+
 class CheckpointMismatchError(RuntimeError):
     """`resume: auto` found a state written under a different configuration."""
 
@@ -54,6 +59,31 @@ def fingerprint(cfg: Config, stage_name: str) -> dict[str, Any]:
     for section, keys in _IGNORED.items():
         fp[section] = {k: v for k, v in fp[section].items() if k not in keys}
     return fp
+
+
+def _digest(files: list[Path], root: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(str(f.relative_to(root)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 24):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def stage_inputs(cfg: Config, stage_name: str) -> dict[str, str | None]:
+    """Digests of what a stage's weights depend on besides its config: the init checkpoint's weight files,
+    the package code that trains (model, train, data, processing, config) and the data manifests.
+
+    DVC reruns a stage exactly when one of its dependencies changed; a state left from before (`persist`)
+    must then not be resumed or, once finished, re-exported as if it were the new result."""
+    pkg = Path(__file__).resolve().parents[1]
+    init = cfg.stage(stage_name).init_from
+    init_dir = Path(cfg.train.checkpoints_dir) / init / "model" if init else None
+    data = Path(cfg.data.root)
+    return {"init": _digest(list(init_dir.glob("*.safetensors")), init_dir) if init_dir and init_dir.exists() else None,
+            "code": _digest([f for pat in _CODE for f in pkg.glob(pat)], pkg),
+            "data": _digest([f for f in (data / "train.jsonl", data / "val.jsonl") if f.exists()], data)}
 
 
 def config_hash(fp: dict[str, Any]) -> str:
@@ -144,6 +174,7 @@ class TrainerState:
     finished: bool = False
     fingerprint: dict = dataclasses.field(default_factory=dict)
     metrics: dict = dataclasses.field(default_factory=dict)
+    inputs: dict = dataclasses.field(default_factory=dict)     # stage_inputs() when the state was written
 
 
 def latest_state(stage_dir: Path) -> Path | None:
@@ -159,13 +190,20 @@ def read_state(state_dir: Path) -> TrainerState:
     return TrainerState(**json.loads((Path(state_dir) / STATE_FILE).read_text()))
 
 
-def check_resumable(state_dir: Path, fp: dict[str, Any], world_size: int, deepspeed: bool) -> TrainerState | None:
+def check_resumable(state_dir: Path, fp: dict[str, Any], world_size: int, deepspeed: bool,
+                    inputs: dict[str, Any] | None = None) -> TrainerState | None:
     """Read a state to resume. An interrupted state written under another config (or world size, for
     DeepSpeed's partitioned optimizer) is refused: the message lists what changed and how to start
     over. A *finished* stage under another config is a new experiment (`dvc exp run -S ...`): None,
-    the stage starts over."""
+    the stage starts over. So is any state written from other `inputs` (`stage_inputs`: a retrained
+    init checkpoint, changed code or data): it is stale, not a run to continue."""
     st = read_state(state_dir)
     stage_dir = Path(state_dir).parent.parent
+    if inputs is not None and st.inputs != inputs:
+        changed = [k for k in inputs if st.inputs.get(k) != inputs[k]] or ["(not recorded)"]
+        log.warning("%s was trained from other inputs (changed: %s); training the stage anew", stage_dir,
+                    ", ".join(changed))
+        return None
     fix = (f"Either restore the old values, or start the stage over: delete {stage_dir / 'state'} "
            f"or pass --set train.resume=never.")
     if st.config_hash != config_hash(fp):

@@ -207,7 +207,7 @@ def evaluate_loss(backend: _Backend, batches: list[dict], dist: Dist) -> float:
     return total / max(n, 1.0)
 
 
-def _truncate_logs(metrics_dir: Path, step: int) -> None:
+def truncate_logs(metrics_dir: Path, step: int) -> None:
     """Drop dvclive rows logged after `step` by a run that died before its next checkpoint (the resumed
     run logs those steps again)."""
     for tsv in metrics_dir.rglob("*.tsv"):
@@ -227,6 +227,10 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
     if not stage.enabled:
         log.info("stage %s is disabled in profile %s; skipping", name, cfg.profile)
         return {"stage": name, "skipped": True}
+    if stage.objective == "digit_classification":     # not a language-model stage: its own short loop
+        from omni_core.train.vision_stand_in import train_vision_stand_in
+
+        return train_vision_stand_in(cfg, name, on_step=on_step, progress=progress)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     from transformers.utils import logging as hf_logging
@@ -234,11 +238,11 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
     hf_logging.disable_progress_bar()     # per-file load/save bars would bury the training bar
     dist = setup_dist(cfg)
     out_dir = stage_dir(cfg, name)
-    fp = ckpt.fingerprint(cfg, name)
+    fp, inputs = ckpt.fingerprint(cfg, name), ckpt.stage_inputs(cfg, name)
 
     # ---- resume or start over
     state_dir = ckpt.latest_state(out_dir) if cfg.train.resume == "auto" else None
-    state = (ckpt.check_resumable(state_dir, fp, dist.world_size, dist.deepspeed) if state_dir else None)
+    state = (ckpt.check_resumable(state_dir, fp, dist.world_size, dist.deepspeed, inputs) if state_dir else None)
     if state is None and dist.main and (out_dir / "state").exists():
         shutil.rmtree(out_dir / "state")          # a state of another run must not mix with this one
     dist.barrier()
@@ -274,7 +278,7 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
         live = Live(dir=str(Path(cfg.train.log_dir) / name), resume=state is not None, save_dvc_exp=False,
                     dvcyaml=None)
         if state is not None:
-            _truncate_logs(Path(live.plots_dir) / "metrics", state.step)
+            truncate_logs(Path(live.plots_dir) / "metrics", state.step)
         live.log_params({"stage": name, "trainable": {k: v["trainable"] for k, v in counts.items()}})
     summary: dict[str, Any] = {"stage": name, "rank": dist.rank, "params": counts,
                                "world_size": dist.world_size, "backend": cfg.train.backend}
@@ -296,7 +300,7 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
     def save(finished: bool) -> None:
         info = {"stage": name, "step": step, "config_hash": ckpt.config_hash(fp), "finished": finished}
         st = ckpt.TrainerState(stage=name, step=step, samples_seen=samples_seen, config_hash=info["config_hash"],
-                               world_size=dist.world_size, finished=finished, fingerprint=fp,
+                               world_size=dist.world_size, finished=finished, fingerprint=fp, inputs=inputs,
                                metrics={k: v for k, v in summary.items() if isinstance(v, float)})
         ckpt.save_state(out_dir, st, model=backend.model, optimizer=backend.optimizer, scheduler=backend.scheduler,
                         engine=backend.engine, rank=dist.rank, barrier=dist.barrier)
