@@ -22,13 +22,15 @@
 # | 1a image caption | visual projector (tiny: + LLM) | map visual features into the LLM's embedding space with the LLM frozen, so its language ability cannot drift |
 # | 1b image VQA | + vision encoder (tiny: projector + LLM) | VQA/OCR need finer features than captions; captions stay in the mix to limit drift |
 # | 1c image full | + LLM | let the LLM adapt to visual tokens; pure text in the mix keeps its text skills |
-# | 1d video | video projector only | reuse the aligned image path, learn the temporal pooling |
-# | 1e audio | audio encoder + Conv-GMLP | ASR aligns speech with text while the LLM stays frozen |
-# | 1f omni alignment | everything | image, video and audio pairs mixed, so modalities stop competing |
+# | 1d video | video projector only (tiny: + LLM) | reuse the aligned image path, learn the temporal pooling |
+# | 1e audio | audio encoder + Conv-GMLP (tiny: + LLM) | ASR aligns speech with text while the LLM stays frozen |
+# | 1f omni alignment | everything (tiny: but the frozen vision tower) | image, video and audio pairs mixed, so modalities stop competing |
 #
 # The tiny profile departs from the paper where its size forces it (`benchmarks/bench_media_reading.py`
-# measured both): its 4-layer LM cannot be steered by soft tokens while frozen, so it trains in 1a and 1b,
-# and its vision tower, pretrained on digits in stage 0 vision, stays frozen from then on.
+# measured both): its 4-layer LM cannot be steered by soft tokens while frozen, so it trains in every
+# sub-stage (with captions and text replayed in 1d and 1e), and its vision tower, pretrained on digits in
+# stage 0 vision, stays frozen from then on. `configs/small.yaml` and `configs/full.yaml` keep the
+# paper's pattern above.
 #
 # Training runs in a subprocess (`python -m omni_core.train`, or `torchrun`/`deepspeed` when
 # `train.nproc > 1`): a kernel cannot host multi-process training, and the log streams into this cell.
