@@ -12,7 +12,7 @@ from omni_core.config import REPO_ROOT, load_config
 from omni_core.train.checkpoint import CheckpointMismatchError, atomic_dir, latest_state, read_state
 from omni_core.train.loop import train_stage
 
-STAGE = "1f_omni_alignment"        # trains every module; here on image + audio + text
+STAGE = "1f_omni_alignment"        # trains every module but the frozen vision tower; here on image + audio + text
 MIXTURE = {**{t: 0.0 for t in load_config(REPO_ROOT / "params.yaml").stages[STAGE].mixture},
            "image_caption": 1.0, "asr": 1.0, "text_lm": 0.5}
 OVERRIDE = {STAGE: {"init_from": None, "steps": 5, "save_every": 2, "eval_every": 3, "warmup_ratio": 0.4,
