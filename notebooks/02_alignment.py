@@ -24,7 +24,7 @@
 # | 1c image full | + LLM | let the LLM adapt to visual tokens; pure text in the mix keeps its text skills |
 # | 1d video | video projector only (tiny: + LLM) | reuse the aligned image path, learn the temporal pooling |
 # | 1e audio | audio encoder + Conv-GMLP (tiny: + LLM) | ASR aligns speech with text while the LLM stays frozen |
-# | 1f omni alignment | everything (tiny: but the frozen vision tower) | image, video and audio pairs mixed, so modalities stop competing |
+# | 1f omni alignment | everything (tiny: but the vision tower and projector, which keep 1a-1c's digits) | image, video and audio pairs mixed, so modalities stop competing |
 #
 # The tiny profile departs from the paper where its size forces it (`benchmarks/bench_media_reading.py`
 # measured both): its 4-layer LM cannot be steered by soft tokens while frozen, so it trains in every
