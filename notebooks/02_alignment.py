@@ -32,8 +32,9 @@
 # stage 0 vision, stays frozen from then on. `configs/small.yaml` and `configs/full.yaml` keep the
 # paper's pattern above.
 #
-# Training runs in a subprocess (`python -m omni_core.train`, or `torchrun`/`deepspeed` when
-# `train.nproc > 1`): a kernel cannot host multi-process training, and the log streams into this cell.
+# `train(...)` runs the stage in this kernel when it takes one process (`train.nproc: 1`, tiny and small);
+# with `train.nproc > 1` it launches `torchrun`/`deepspeed` as a subprocess (a kernel cannot host
+# multi-process training) and streams its log into the cell. Either way the log lands in `logs/<stage>/train.log`.
 
 # %% tags=["parameters"]
 stage = "1a_image_caption"   # which sub-stage of params.yaml `stages:` to run
@@ -45,7 +46,7 @@ import matplotlib.pyplot as plt
 
 from omni_core import load_config
 from omni_core.plots import plot_stage_loss
-from omni_core.train.launch import build_command, run
+from omni_core.train.launch import train
 from omni_core.train.stages import trainable_summary
 
 cfg = load_config(params, profile=profile or None)
@@ -68,7 +69,7 @@ trainable_summary(cfg, stage)
 # run is interrupted, rerunning it (or `dvc repro`) resumes from the last saved step.
 
 # %%
-run(build_command(stage, params=params, profile=profile or None), log_file=f"{cfg.train.log_dir}/{stage}/train.log")
+summary = train(stage, params=params, profile=profile or None, log_file=f"{cfg.train.log_dir}/{stage}/train.log")
 
 # %% [markdown]
 # ## Loss on this stage's own data

@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt
 
 from omni_core import load_config
 from omni_core.plots import plot_stage_loss
-from omni_core.train.launch import build_command, run
+from omni_core.train.launch import train
 from omni_core.train.stages import trainable_summary
 
 cfg = load_config(params, profile=profile or None)
@@ -51,6 +51,6 @@ packing_report(cfg, stage)
 # Same entry point as the alignment stages; resumable, logged with dvclive to `logs/2_sft/`.
 
 # %%
-run(build_command(stage, params=params, profile=profile or None), log_file=f"{cfg.train.log_dir}/{stage}/train.log")
+summary = train(stage, params=params, profile=profile or None, log_file=f"{cfg.train.log_dir}/{stage}/train.log")
 plot_stage_loss(cfg, stage)
 plt.show()

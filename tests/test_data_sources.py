@@ -190,6 +190,15 @@ def test_prepared_card_and_tokenizer(prepared):
     assert info["tokenizer"].startswith("trained") and (out / "tokenizer" / "tokenizer.json").is_file()
 
 
+def test_checksum_list_covers_every_prepared_file(prepared):
+    """`<out>.sha256` (what the pipeline's later stages depend on) lists every file with its real digest."""
+    out, info, _ = prepared
+    sums = Path(info["checksums"])
+    assert sums == out.with_name(out.name + ".sha256")
+    listed = {path: digest for digest, path in (line.split("  ", 1) for line in sums.read_text().splitlines())}
+    assert listed == _digest(out) and len(listed) > 50
+
+
 def test_highres_digits_each_fill_one_anyres_tile(prepared):
     """A 2x2 grid at highres_size: every quadrant is one tile of the model's image size, holding one digit."""
     from PIL import Image

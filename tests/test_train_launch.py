@@ -42,3 +42,21 @@ def test_set_overrides_parse_yaml_values():
         "train": {"backend": "deepspeed"}}
     with pytest.raises(ConfigError, match="key=value"):
         parse_sets(["stages.2_sft.steps"])
+
+
+def test_train_runs_a_one_process_stage_in_this_process(tmp_path, capsys):
+    """What notebooks 02/03 call: with `train.nproc: 1` no second interpreter starts; the summary comes back
+    and the log lines reach the cell and `log_file`."""
+    import yaml
+    from train_fixtures import make_tiny_data, tiny_cfg
+
+    from omni_core.train.launch import train
+
+    cfg = tiny_cfg(tmp_path, make_tiny_data(tmp_path / "data", n_train=2, n_val=1,
+                                                   tasks=("text_lm", "text_instruct")))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(cfg.to_dict()))
+    log = tmp_path / "logs/0_text/train.log"
+    summary = train("0_text", params=params, log_file=log)
+    assert summary["steps"] == 2 and (tmp_path / "checkpoints/0_text/model/model.safetensors").is_file()
+    assert "0_text finished" in log.read_text() and "0_text finished" in capsys.readouterr().out

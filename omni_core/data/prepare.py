@@ -2,9 +2,15 @@
 
 ``prepare(cfg, out)`` is what notebook 01 and ``python -m omni_core.data prepare`` call. The same
 params and seed give byte-identical files, so DVC does not rerun the stages that depend on them.
+
+Beside the folder it writes ``<out>.sha256`` (``sha256sum`` format, checkable with
+``cd data/prepared && sha256sum -c ../prepared.sha256``). Later pipeline stages depend on that one file
+instead of the folder: DVC would otherwise re-walk its ~10,000 files once per stage on every ``dvc repro``,
+while ``prepare_data`` itself still notices any change to the folder and rebuilds it.
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from pathlib import Path
@@ -61,5 +67,29 @@ def prepare(cfg: Config, out: str | Path | None = None, workers: int = 2) -> dic
     t_data = time.perf_counter() - t0
     tok = train_tokenizer_on(splits["train"], cfg, out / "tokenizer")
     stats = write_card(out, splits, tokenizer=tok)
-    return {"out": str(out), "seconds": round(time.perf_counter() - t0, 2), "data_seconds": round(t_data, 2),
+    sums = write_checksums(out)
+    return {"out": str(out), "checksums": str(sums), "seconds": round(time.perf_counter() - t0, 2), "data_seconds": round(t_data, 2),
             "tokenizer": tok, "samples": {s: len(v) for s, v in splits.items()}, "tasks": len(stats["tasks"])}
+
+
+def checksums_path(folder: str | Path) -> Path:
+    """``data/prepared`` -> ``data/prepared.sha256``."""
+    folder = Path(folder)
+    return folder.with_name(folder.name + ".sha256")
+
+
+def write_checksums(folder: str | Path) -> Path:
+    """Write one ``<sha256>  <path>`` line per file under ``folder`` (sorted) to ``checksums_path(folder)``."""
+    folder = Path(folder)
+    lines = []
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        lines.append(f"{h.hexdigest()}  {f.relative_to(folder).as_posix()}\n")
+    out = checksums_path(folder)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("".join(lines))
+    tmp.replace(out)
+    return out

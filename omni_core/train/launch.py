@@ -1,14 +1,20 @@
-"""Command lines that launch a stage, for notebooks: a kernel cannot host a multi-process run, so the
-notebook builds the command here, runs it as a subprocess and streams its log.
+"""Launching a stage from a notebook. A kernel cannot host a multi-process run, so for `nproc > 1` the
+notebook builds the command here, runs it as a subprocess and streams its log:
 
     cmd = build_command("2_sft", nproc=2)              # torchrun --nproc_per_node 2 -m omni_core.train ...
     run(cmd, log_file="logs/2_sft/train.log")          # prints the tqdm bar and log lines as they come
+
+`train(stage, ...)` does that when the run needs several processes and otherwise trains in the kernel
+itself, which has imported torch and transformers already (a second interpreter would spend ~10 s
+importing them again, for every stage of the pipeline).
 
 `launcher`: `python` (one process), `torchrun` (one node or several with a rendezvous address) or
 `deepspeed` (its launcher; a hostfile names the nodes and their GPU slots for multi-node runs).
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -108,3 +114,42 @@ def run(cmd: Sequence[str], log_file: str | Path | None = None, env: dict | None
     if rc != 0:
         raise subprocess.CalledProcessError(rc, list(cmd), output="\n".join(tail))
     return rc
+
+
+def train(stage: str, *, params: str | Path = "params.yaml", profile: str | None = None,
+          sets: Sequence[str] = (), log_file: str | Path | None = None, **launch: object) -> dict | None:
+    """Train `stage`: in this process when it takes one (`train.nproc == 1` and no launcher options),
+    returning `train_stage`'s summary; else through `build_command(..., **launch)` + `run` (returns None).
+    Either way the log lines (not the progress bar) are appended to `log_file`."""
+    from omni_core.config import load_config
+    from omni_core.train.__main__ import parse_sets
+
+    cfg = load_config(params, overrides=parse_sets(list(sets)) or None, profile=profile)
+    if launch or cfg.train.nproc != 1:
+        run(build_command(stage, params=params, profile=profile, sets=sets, **launch), log_file=log_file)
+        return None
+    from omni_core.train.loop import train_stage
+
+    # the CLI's log lines, in the cell and in `log_file`, for the package's loggers only
+    pkg_log = logging.getLogger("omni_core")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    level = pkg_log.level
+    pkg_log.setLevel(logging.INFO)
+    for h in handlers:
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        pkg_log.addHandler(h)
+    try:
+        result = train_stage(cfg, stage)
+        summary = {k: v for k, v in result.items() if k not in ("rank", "model")}
+        pkg_log.info("%s finished: %s", stage, json.dumps(summary, default=str))
+        return summary
+    finally:
+        pkg_log.setLevel(level)
+        for h in handlers:
+            pkg_log.removeHandler(h)
+            h.flush()
+        if log_file:
+            handlers[-1].close()

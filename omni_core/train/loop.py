@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -27,10 +25,10 @@ from typing import Any
 import torch
 
 from omni_core.config import Config, ConfigError, StageConfig
-from omni_core.train import checkpoint as ckpt
 from omni_core.train import ds_cpu
 from omni_core.train.batches import StageBatches
-from omni_core.train.stages import build_scheduler, count_params, init_model, param_groups, stage_dir
+from omni_core.train.stage_run import StageRun, prepare_process
+from omni_core.train.stages import build_scheduler, count_params, init_model, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -207,15 +205,6 @@ def evaluate_loss(backend: _Backend, batches: list[dict], dist: Dist) -> float:
     return total / max(n, 1.0)
 
 
-def truncate_logs(metrics_dir: Path, step: int) -> None:
-    """Drop dvclive rows logged after `step` by a run that died before its next checkpoint (the resumed
-    run logs those steps again)."""
-    for tsv in metrics_dir.rglob("*.tsv"):
-        header, *rows = tsv.read_text().splitlines()
-        col = header.split("\t").index("step")
-        tsv.write_text("\n".join([header] + [r for r in rows if int(r.split("\t")[col]) <= step]) + "\n")
-
-
 def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] | None = None,
                 progress: bool = True) -> dict[str, Any]:
     """Train stage `name` of `cfg` from its `init_from` checkpoint (or resume it), write checkpoints,
@@ -231,21 +220,10 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
         from omni_core.train.vision_stand_in import train_vision_stand_in
 
         return train_vision_stand_in(cfg, name, on_step=on_step, progress=progress)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()     # per-file load/save bars would bury the training bar
+    prepare_process(cfg)
     dist = setup_dist(cfg)
-    out_dir = stage_dir(cfg, name)
-    fp, inputs = ckpt.fingerprint(cfg, name), ckpt.stage_inputs(cfg, name)
-
-    # ---- resume or start over
-    state_dir = ckpt.latest_state(out_dir) if cfg.train.resume == "auto" else None
-    state = (ckpt.check_resumable(state_dir, fp, dist.world_size, dist.deepspeed, inputs) if state_dir else None)
-    if state is None and dist.main and (out_dir / "state").exists():
-        shutil.rmtree(out_dir / "state")          # a state of another run must not mix with this one
-    dist.barrier()
+    run = StageRun(cfg, name, world_size=dist.world_size, deepspeed=dist.deepspeed, main=dist.main,
+                   rank=dist.rank, barrier=dist.barrier)
     torch.manual_seed(cfg.train.seed)          # the same fresh weights on every rank (ZeRO-3 partitions them)
 
     ds_keep = None   # must stay referenced: transformers finds it through a weakref while loading
@@ -265,47 +243,22 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
     data = StageBatches(cfg, name, processor, dist.rank, dist.world_size, micro_batch_size(stage, dist.world_size))
 
     step, samples_seen = 0, 0
-    if state is not None:
-        ckpt.load_state(state_dir, model=backend.model, optimizer=backend.optimizer, scheduler=backend.scheduler,
-                        engine=backend.engine, rank=dist.rank)
-        step, samples_seen = state.step, state.samples_seen
-        log.info("resuming %s from %s (step %d)", name, state_dir, step)
-
-    live = None
-    if dist.main:
-        from dvclive import Live
-
-        live = Live(dir=str(Path(cfg.train.log_dir) / name), resume=state is not None, save_dvc_exp=False,
-                    dvcyaml=None)
-        if state is not None:
-            truncate_logs(Path(live.plots_dir) / "metrics", state.step)
-        live.log_params({"stage": name, "trainable": {k: v["trainable"] for k, v in counts.items()}})
-    summary: dict[str, Any] = {"stage": name, "rank": dist.rank, "params": counts,
-                               "world_size": dist.world_size, "backend": cfg.train.backend}
-    if state is not None:
-        summary.update(state.metrics)             # val_loss_start etc. of the interrupted run
-
-    def log_metrics(s: int, metrics: dict[str, float]) -> None:
-        if live is not None:
-            live.step = s
-            for k, v in metrics.items():
-                if v is not None and math.isfinite(v):
-                    live.log_metric(k, v)
+    if run.state is not None:
+        run.load(model=backend.model, optimizer=backend.optimizer, scheduler=backend.scheduler, engine=backend.engine)
+        step, samples_seen = run.state.step, run.state.samples_seen
+        log.info("resuming %s from %s (step %d)", name, run.state_dir, step)
+    run.open_log({"trainable": {k: v["trainable"] for k, v in counts.items()}})
+    summary = run.summary
+    summary.update(rank=dist.rank, params=counts, world_size=dist.world_size, backend=cfg.train.backend)
 
     val = data.val_batches()
     if step == 0 and val:
         summary["val_loss_start"] = evaluate_loss(backend, val, dist)
-        log_metrics(0, {"val/loss": summary["val_loss_start"]})
+        run.log(0, {"val/loss": summary["val_loss_start"]})
 
     def save(finished: bool) -> None:
-        info = {"stage": name, "step": step, "config_hash": ckpt.config_hash(fp), "finished": finished}
-        st = ckpt.TrainerState(stage=name, step=step, samples_seen=samples_seen, config_hash=info["config_hash"],
-                               world_size=dist.world_size, finished=finished, fingerprint=fp, inputs=inputs,
-                               metrics={k: v for k, v in summary.items() if isinstance(v, float)})
-        ckpt.save_state(out_dir, st, model=backend.model, optimizer=backend.optimizer, scheduler=backend.scheduler,
-                        engine=backend.engine, rank=dist.rank, barrier=dist.barrier)
-        ckpt.export_model(backend.model, processor, out_dir / "model", engine=backend.engine, rank=dist.rank,
-                          barrier=dist.barrier, info=info)
+        run.save(step, samples_seen, finished, state_model=backend.model, optimizer=backend.optimizer,
+                 scheduler=backend.scheduler, export_model=backend.model, processor=processor, engine=backend.engine)
 
     # ---- the loop
     from tqdm.auto import tqdm
@@ -340,7 +293,7 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
         summary["train_loss"] = loss_v
         if step % stage.eval_every == 0 and step < stage.steps and val:
             metrics["val/loss"] = evaluate_loss(backend, val, dist)
-        log_metrics(step, metrics)
+        run.log(step, metrics)
         bar.set_postfix(loss=f"{loss_v:.3f}", lr=f"{metrics['train/lr']:.1e}", tok_s=f"{tokens / dt:,.0f}")
         bar.update(1)
         if step % stage.save_every == 0 and step < stage.steps:
@@ -350,18 +303,14 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
     bar.close()
     wall = time.perf_counter() - t_start
 
-    if val and (state is None or not state.finished):
+    if val and run.trains_anew:
         summary["val_loss_end"] = evaluate_loss(backend, val, dist)
-        log_metrics(step, {"val/loss": summary["val_loss_end"]})
+        run.log(step, {"val/loss": summary["val_loss_end"]})
     summary.update(steps=step, wall_s=wall)
     if tok_total:         # a rerun of a finished stage trains nothing and keeps the throughput it measured
         summary.update(tokens_per_s=tok_total / max(wall, 1e-9), supervised_tokens_per_s=sup_total / max(wall, 1e-9))
-    if state is None or not state.finished or not (out_dir / "model" / "config.json").exists():
+    if run.needs_final_save():
         save(finished=True)
-    if live is not None:
-        for k in ("val_loss_start", "val_loss_end", "train_loss", "tokens_per_s", "supervised_tokens_per_s"):
-            if isinstance(summary.get(k), float):
-                live.summary[k] = summary[k]
-        live.end()
+    run.close(("val_loss_start", "val_loss_end", "train_loss", "tokens_per_s", "supervised_tokens_per_s"))
     summary["model"] = backend.model
     return summary

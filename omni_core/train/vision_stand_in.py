@@ -16,12 +16,9 @@ It resumes like every stage (`checkpoints/<name>/state`), logs `train/loss`, `va
 from __future__ import annotations
 
 import logging
-import math
 import os
-import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from omni_core.config import Config, ConfigError
-from omni_core.train import checkpoint as ckpt
-from omni_core.train.stages import build_scheduler, count_params, init_model, param_groups, stage_dir
+from omni_core.train.stage_run import StageRun, prepare_process
+from omni_core.train.stages import build_scheduler, count_params, init_model, param_groups
 
 log = logging.getLogger(__name__)
 MAX_SHIFT = 3     # pixels: random translation, so the tower learns the digit rather than its position
@@ -86,18 +83,9 @@ def train_vision_stand_in(cfg: Config, name: str, *, on_step: Callable[[int, dic
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(f"stages.{name} (objective digit_classification) runs in one process; "
                           f"launch it with train.nproc = 1")
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
+    prepare_process(cfg)
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    out_dir = stage_dir(cfg, name)
-    fp, inputs = ckpt.fingerprint(cfg, name), ckpt.stage_inputs(cfg, name)
-    state_dir = ckpt.latest_state(out_dir) if cfg.train.resume == "auto" else None
-    state = ckpt.check_resumable(state_dir, fp, 1, False, inputs) if state_dir else None
-    if state is None and (out_dir / "state").exists():
-        shutil.rmtree(out_dir / "state")
+    run = StageRun(cfg, name)
 
     torch.manual_seed(cfg.train.seed)
     model, processor = init_model(cfg, name, dtype=torch.float32)
@@ -110,44 +98,26 @@ def train_vision_stand_in(cfg: Config, name: str, *, on_step: Callable[[int, dic
     train_pix, train_y = (t.to(device) for t in mnist_split("train", size))
     val_pix, val_y = (t.to(device) for t in mnist_split("val", size))
 
-    step = 0
-    summary: dict[str, Any] = {"stage": name, "rank": 0, "world_size": 1, "backend": "torch",
-                               "objective": stage.objective, "train_images": len(train_y), "val_images": len(val_y)}
-    if state is not None:
-        ckpt.load_state(state_dir, model=classifier, optimizer=optimizer, scheduler=scheduler)
-        step = state.step
-        summary.update(state.metrics)
-        log.info("resuming %s from %s (step %d)", name, state_dir, step)
+    step = run.start_step
+    if run.state is not None:
+        run.load(model=classifier, optimizer=optimizer, scheduler=scheduler)
+        log.info("resuming %s from %s (step %d)", name, run.state_dir, step)
+    run.open_log({"objective": stage.objective})
+    summary = run.summary
+    summary.update(rank=0, world_size=1, backend="torch", objective=stage.objective, train_images=len(train_y),
+                   val_images=len(val_y))
 
-    from dvclive import Live
-
-    live = Live(dir=str(Path(cfg.train.log_dir) / name), resume=state is not None, save_dvc_exp=False, dvcyaml=None)
-    if state is not None:
-        from omni_core.train.loop import truncate_logs
-
-        truncate_logs(Path(live.plots_dir) / "metrics", step)
-
-    def log_metrics(s: int, metrics: dict[str, float]) -> None:
-        live.step = s
-        for k, v in metrics.items():
-            if math.isfinite(v):
-                live.log_metric(k, v)
-
-    def validate(s: int, when: str) -> None:
+    def validate(s: int) -> tuple[float, float]:
         acc, loss = accuracy_and_loss(classifier, val_pix, val_y)
-        summary[f"val_loss_{when}"], summary[f"val_accuracy_{when}"] = loss, acc
-        log_metrics(s, {"val/loss": loss, "val/accuracy": acc})
+        run.log(s, {"val/loss": loss, "val/accuracy": acc})
+        return acc, loss
 
     if step == 0:
-        validate(0, "start")
+        summary["val_accuracy_start"], summary["val_loss_start"] = validate(0)
 
     def save(finished: bool) -> None:
-        info = {"stage": name, "step": step, "config_hash": ckpt.config_hash(fp), "finished": finished}
-        st = ckpt.TrainerState(stage=name, step=step, samples_seen=step * stage.batch_size,
-                               config_hash=info["config_hash"], world_size=1, finished=finished, fingerprint=fp, inputs=inputs,
-                               metrics={k: v for k, v in summary.items() if isinstance(v, float)})
-        ckpt.save_state(out_dir, st, model=classifier, optimizer=optimizer, scheduler=scheduler)
-        ckpt.export_model(model, processor, out_dir / "model", info=info)
+        run.save(step, step * stage.batch_size, finished, state_model=classifier, optimizer=optimizer,
+                 scheduler=scheduler, export_model=model, processor=processor)
 
     from tqdm.auto import tqdm
 
@@ -167,10 +137,9 @@ def train_vision_stand_in(cfg: Config, name: str, *, on_step: Callable[[int, dic
         step += 1
         summary["train_loss"] = float(loss.detach())
         metrics = {"train/loss": summary["train_loss"], "train/lr": lr, "train/grad_norm": grad_norm}
-        log_metrics(step, metrics)
+        run.log(step, metrics)
         if step % stage.eval_every == 0 and step < stage.steps:
-            acc, vloss = accuracy_and_loss(classifier, val_pix, val_y)
-            log_metrics(step, {"val/loss": vloss, "val/accuracy": acc})
+            validate(step)
         bar.set_postfix(loss=f"{summary['train_loss']:.3f}", lr=f"{lr:.1e}")
         bar.update(1)
         if step % stage.save_every == 0 and step < stage.steps:
@@ -179,15 +148,12 @@ def train_vision_stand_in(cfg: Config, name: str, *, on_step: Callable[[int, dic
             on_step(step, metrics)
     bar.close()
     summary["wall_s"] = time.perf_counter() - t_start
-    if state is None or not state.finished:
-        validate(step, "end")
+    if run.trains_anew:
+        summary["val_accuracy_end"], summary["val_loss_end"] = validate(step)
     summary.update(steps=step, params=count_params(model))
-    if state is None or not state.finished or not (out_dir / "model" / "config.json").exists():
+    if run.needs_final_save():
         save(finished=True)
-    for k in ("val_loss_start", "val_loss_end", "val_accuracy_start", "val_accuracy_end", "train_loss"):
-        if isinstance(summary.get(k), float):
-            live.summary[k] = summary[k]
-    live.end()
+    run.close(("val_loss_start", "val_loss_end", "val_accuracy_start", "val_accuracy_end", "train_loss"))
     log.info("%s: the vision tower reads %.1f %% of %d held-out MNIST digits (chance 10 %%)", name,
              summary.get("val_accuracy_end", float("nan")), len(val_y))
     summary.update(chance_accuracy=10.0, model=model)
