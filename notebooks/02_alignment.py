@@ -19,18 +19,19 @@
 # |---|---|---|
 # | 0 text (tiny only) | LLM | stands in for the pretrained 7B LLM the paper starts from |
 # | 0 vision (tiny, small) | vision encoder + a linear head, on MNIST train-split digit labels | stands in for the pretrained SigLIP: the answer loss alone leaves a random tower at chance on what an image shows |
+# | 0 audio (tiny only) | audio encoder + a linear word-CTC head, on the asr task's train split | stands in for the pretrained Whisper encoder, for the same reason |
 # | 1a image caption | visual projector (tiny: + LLM) | map visual features into the LLM's embedding space with the LLM frozen, so its language ability cannot drift |
 # | 1b image VQA | + vision encoder (tiny: projector + LLM) | VQA/OCR need finer features than captions; captions stay in the mix to limit drift |
 # | 1c image full | + LLM | let the LLM adapt to visual tokens; pure text in the mix keeps its text skills |
 # | 1d video | video projector only (tiny: + LLM) | reuse the aligned image path, learn the temporal pooling |
-# | 1e audio | audio encoder + Conv-GMLP (tiny: + LLM) | ASR aligns speech with text while the LLM stays frozen |
-# | 1f omni alignment | everything (tiny: but the vision tower and projector, which keep 1a-1c's digits) | image, video and audio pairs mixed, so modalities stop competing |
+# | 1e audio | audio encoder + Conv-GMLP (tiny: Conv-GMLP + LLM, the encoder stays as 0 audio left it) | ASR aligns speech with text while the LLM stays frozen |
+# | 1f omni alignment | everything (tiny: but the vision tower and projector, which keep 1a-1c's digits, and the audio encoder) | image, video and audio pairs mixed, so modalities stop competing |
 #
 # The tiny profile departs from the paper where its size forces it (`benchmarks/bench_media_reading.py`
 # measured both): its 4-layer LM cannot be steered by soft tokens while frozen, so it trains in every
-# sub-stage (with captions and text replayed in 1d and 1e), and its vision tower, pretrained on digits in
-# stage 0 vision, stays frozen from then on. `configs/small.yaml` and `configs/full.yaml` keep the
-# paper's pattern above.
+# sub-stage (with captions and text replayed in 1d and 1e), and its encoders, pretrained in stages
+# 0 vision (digits) and 0 audio (CTC transcription), stay frozen from then on. `configs/small.yaml` and
+# `configs/full.yaml` keep the paper's pattern above.
 #
 # `train(...)` runs the stage in this kernel when it takes one process (`train.nproc: 1`, tiny and small);
 # with `train.nproc > 1` it launches `torchrun`/`deepspeed` as a subprocess (a kernel cannot host

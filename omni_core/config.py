@@ -21,6 +21,8 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODULES = ("vision_encoder", "vision_projector", "video_projector", "audio_encoder", "audio_projector", "llm")
+# stand-in objectives (train/stand_in.py) -> the one module each trains
+STAND_INS = {"digit_classification": "vision_encoder", "speech_ctc": "audio_encoder"}
 
 
 class ConfigError(ValueError):
@@ -128,9 +130,10 @@ class StageConfig:
     eval_every: int = field(default=50, metadata=_range(1))
     val_samples: int = field(default=64, metadata=_range(1))   # val-split samples of the mixture's tasks for val loss
     init_video_projector: bool = False   # copy the image projector into the video projector first (paper)
-    # "lm": next-token loss on the mixture's answers. "digit_classification": the vision tower + a linear head
-    # classify MNIST train-split digits (tiny/small's stand-in for a pretrained SigLIP; train/vision_stand_in.py)
-    objective: Literal["lm", "digit_classification"] = "lm"
+    # "lm": next-token loss on the mixture's answers. The others pre-train one encoder as a stand-in for
+    # the paper's pretrained one (train/stand_in.py): "digit_classification" (the vision tower classifies MNIST
+    # train-split digits), "speech_ctc" (the audio encoder transcribes the asr train split with CTC)
+    objective: Literal["lm", "digit_classification", "speech_ctc"] = "lm"
 
 
 @dataclass
@@ -272,17 +275,18 @@ def _validate(cfg: Config, source: str) -> None:
         if st.init_from is not None and st.init_from not in cfg.stages:
             raise ConfigError(f"{source}: stages.{name}.init_from = {st.init_from!r} is not a stage"
                               f"{_suggest(st.init_from, cfg.stages)}")
-        if st.objective == "digit_classification":
-            extra = [f"lr.{m}" for m, lr in st.lr.items() if lr > 0 and m != "vision_encoder"]
+        if st.objective in STAND_INS:
+            enc = STAND_INS[st.objective]
+            extra = [f"lr.{m}" for m, lr in st.lr.items() if lr > 0 and m != enc]
             if extra:
-                raise ConfigError(f"{source}: stages.{name} has objective digit_classification, which trains only "
-                                  f"the vision tower; set stages.{name}.{', '.join(extra)} to 0")
-            if st.lr.get("vision_encoder", 0) <= 0:
-                raise ConfigError(f"{source}: stages.{name} has objective digit_classification but "
-                                  f"stages.{name}.lr.vision_encoder is 0 or absent; give it an lr > 0")
+                raise ConfigError(f"{source}: stages.{name} has objective {st.objective}, which trains only "
+                                  f"{enc}; set stages.{name}.{', '.join(extra)} to 0")
+            if st.lr.get(enc, 0) <= 0:
+                raise ConfigError(f"{source}: stages.{name} has objective {st.objective} but "
+                                  f"stages.{name}.lr.{enc} is 0 or absent; give it an lr > 0")
             if st.mixture:
-                raise ConfigError(f"{source}: stages.{name}.mixture is not used by objective digit_classification "
-                                  f"(it reads the MNIST source's train split); remove it")
+                raise ConfigError(f"{source}: stages.{name}.mixture is not used by objective {st.objective} "
+                                  f"(it reads its own train split); remove it")
         for task, w in st.mixture.items():
             if w < 0:
                 raise ConfigError(f"{source}: stages.{name}.mixture.{task} = {w} must be >= 0")

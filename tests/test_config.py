@@ -24,7 +24,7 @@ def _edit(path: Path, fn) -> None:
 def test_repo_params_load_with_every_stage_of_the_recipe():
     cfg = load_config()
     assert isinstance(cfg, Config) and cfg.profile == "tiny"
-    assert list(cfg.stages) == ["0_text", "0_vision", "1a_image_caption", "1b_image_vqa", "1c_image_full", "1d_video",
+    assert list(cfg.stages) == ["0_text", "0_vision", "0_audio", "1a_image_caption", "1b_image_vqa", "1c_image_full", "1d_video",
                                 "1e_audio", "1f_omni_alignment", "2_sft"]
     for name, st in cfg.stages.items():
         assert set(st.lr) <= set(MODULES), name
@@ -32,9 +32,11 @@ def test_repo_params_load_with_every_stage_of_the_recipe():
     # each branch stage trains its own projector and leaves the other branches' alone (the tiny LM trains
     # along, since it cannot be steered while frozen; configs/full.yaml keeps the paper's frozen LLM)
     assert {m for m, lr in cfg.stage("1d_video").lr.items() if lr > 0} == {"video_projector", "llm"}
-    assert {m for m, lr in cfg.stage("1e_audio").lr.items() if lr > 0} == {"audio_encoder", "audio_projector", "llm"}
-    # the vision tower trains only in its stand-in stage (digits), then stays frozen as a pretrained SigLIP would
+    assert {m for m, lr in cfg.stage("1e_audio").lr.items() if lr > 0} == {"audio_projector", "llm"}
+    # the encoders train only in their stand-in stages (digits, CTC transcription), then stay frozen as a
+    # pretrained SigLIP / Whisper would
     assert [n for n, st in cfg.stages.items() if st.lr.get("vision_encoder", 0) > 0] == ["0_vision"]
+    assert [n for n, st in cfg.stages.items() if st.lr.get("audio_encoder", 0) > 0] == ["0_audio"]
 
 
 def test_defaults_fill_keys_the_file_leaves_out(params_dir):
@@ -56,6 +58,9 @@ def test_overlay_merges_on_top_of_params(profile):
         # freezes it
         assert all(cfg.stage(s).lr["llm"] == 0 for s in ("1a_image_caption", "1b_image_vqa", "1d_video", "1e_audio"))
         assert cfg.stage("0_vision").enabled == (profile == "small")    # full has a pretrained SigLIP
+        assert not cfg.stage("0_audio").enabled                          # both have a pretrained Whisper
+        first = next(n for n, st in cfg.stages.items() if st.enabled and not n.startswith("0_"))
+        assert cfg.stage(first).init_from in (None, "0_vision")         # never a disabled stage
     if profile == "full":                                  # the paper's learning rates
         assert cfg.stage("1a_image_caption").lr["vision_projector"] == pytest.approx(1e-3)
         assert {m: lr for m, lr in cfg.stage("1d_video").lr.items() if lr > 0} == {"video_projector": pytest.approx(4e-6)}

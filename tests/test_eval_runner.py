@@ -254,8 +254,8 @@ def test_ablation_helpers(setup, tmp_path):
     # of its mixtures
     tiny = load_config()
     joint = ablation.joint_stage(tiny)
-    assert ablation.stand_in_stages(tiny) == ["0_text", "0_vision"] and joint["init_from"] == "0_vision"
-    stages = [tiny.stages[s] for s in ablation.recipe_stages(tiny)[2:]]
+    assert ablation.stand_in_stages(tiny) == ["0_text", "0_vision", "0_audio"] and joint["init_from"] == "0_audio"
+    stages = [tiny.stages[s] for s in ablation.recipe_stages(tiny)[3:]]
     total = sum(s.steps * s.batch_size * s.grad_accum * s.seq_len for s in stages)
     per_step = joint["batch_size"] * joint["grad_accum"] * joint["seq_len"]
     assert total <= joint["steps"] * per_step < total + per_step

@@ -73,7 +73,7 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, data):
 
 
 @pytest.mark.parametrize("stage, message", [
-    ({"lr": {"vision_encoder": 1e-3, "llm": 1e-3}}, "trains only the vision tower; set stages.0_vision.lr.llm to 0"),
+    ({"lr": {"vision_encoder": 1e-3, "llm": 1e-3}}, "trains only vision_encoder; set stages.0_vision.lr.llm to 0"),
     ({"lr": {"vision_encoder": 0}}, "stages.0_vision.lr.vision_encoder is 0 or absent"),
     ({"mixture": {"image_caption": 1.0}}, "stages.0_vision.mixture is not used by objective digit_classification"),
 ])

@@ -216,10 +216,10 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
     if not stage.enabled:
         log.info("stage %s is disabled in profile %s; skipping", name, cfg.profile)
         return {"stage": name, "skipped": True}
-    if stage.objective == "digit_classification":     # not a language-model stage: its own short loop
-        from omni_core.train.vision_stand_in import train_vision_stand_in
+    if stage.objective != "lm":     # an encoder's stand-in pre-training: its own short loop
+        from omni_core.train.stand_in import train_stand_in
 
-        return train_vision_stand_in(cfg, name, on_step=on_step, progress=progress)
+        return train_stand_in(cfg, name, on_step=on_step, progress=progress)
     prepare_process(cfg)
     dist = setup_dist(cfg)
     run = StageRun(cfg, name, world_size=dist.world_size, deepspeed=dist.deepspeed, main=dist.main,

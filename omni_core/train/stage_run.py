@@ -1,6 +1,7 @@
 """The bookkeeping every stage shares besides its optimizer steps: resume or start over, dvclive logs,
 resumable states and the final HF export. `loop.train_stage` (the language-model stages) and
-`vision_stand_in.train_vision_stand_in` (the digit classifier of stage 0 vision) each drive one `StageRun`.
+`stand_in.train_stand_in` (the encoders' stand-in pre-training, stages 0_vision and 0_audio) each drive one
+`StageRun`.
 """
 from __future__ import annotations
 
