@@ -5,6 +5,10 @@ Reviewers read ``notebooks/*.py`` (jupytext py:percent); JupyterLab and papermil
 
     python -m omni_core.notebooks sync    # write each .ipynb from its .py (outputs stripped)
     python -m omni_core.notebooks check   # fail if a pair drifted or a committed notebook has outputs
+    python -m omni_core.notebooks run notebooks/02_alignment.ipynb reports/02_alignment_1a.ipynb -p stage 1a_image_caption
+
+`run` is what every dvc.yaml stage calls: papermill (kernel python3, cwd the repo root), then the HTML
+copy, in one process -- the `papermill` and `jupyter nbconvert` commands would each pay ~3-5 s of imports.
 """
 from __future__ import annotations
 
@@ -71,11 +75,55 @@ def check(folder: Path = NOTEBOOKS) -> list[str]:
     return problems
 
 
+def parameter_value(text: str):
+    """A `-p` value typed as papermill's command line types it: None/True/False, int, float, else str."""
+    if text in ("None", "True", "False"):
+        return {"None": None, "True": True, "False": False}[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def run(notebook: Path, output: Path, parameters: dict | None = None, cwd: Path = REPO_ROOT) -> Path:
+    """Execute ``notebook`` into ``output`` with papermill (kernel python3) and write ``output`` as HTML.
+
+    The HTML is written even when a cell fails, so the error can be read without Jupyter; the failure
+    is then raised again.
+    """
+    import nbformat
+    import papermill
+    from nbconvert import HTMLExporter
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        papermill.execute_notebook(str(notebook), str(output), parameters=parameters or {}, kernel_name="python3",
+                                   cwd=str(cwd), progress_bar=False)
+    finally:
+        if output.exists():
+            html, _ = HTMLExporter().from_notebook_node(nbformat.read(output, as_version=4))
+            output.with_suffix(".html").write_text(html, encoding="utf-8")
+    return output
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m omni_core.notebooks", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["sync", "check"])
+    ap.add_argument("command", choices=["sync", "check", "run"])
+    ap.add_argument("paths", nargs="*", type=Path, metavar="IN OUT", help="run: the notebook and its executed copy")
+    ap.add_argument("-p", dest="parameters", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="run: a parameter for the notebook's `parameters` cell, as in papermill")
     args = ap.parse_args(argv)
+    if args.command == "run":
+        if len(args.paths) != 2:
+            ap.error("run takes two paths: the notebook and where its executed copy goes")
+        import logging
+
+        logging.basicConfig(level=logging.WARNING)
+        run(*args.paths, {k: parameter_value(v) for k, v in args.parameters})
+        return 0
     if args.command == "sync":
         for p in sync():
             print(f"wrote {p.relative_to(REPO_ROOT)}")

@@ -28,3 +28,23 @@ def test_check_catches_drift_outputs_and_missing_parameters(tmp_path):
 
     (tmp_path / "02_orphan.ipynb").write_text(jupytext.writes(jupytext.reads("# %%\n1\n", fmt="py:percent"), fmt="ipynb"))
     assert any("02_orphan.ipynb: has no py:percent twin" in p for p in notebooks.check(tmp_path))
+
+
+def test_run_injects_parameters_and_writes_html_even_when_a_cell_fails(tmp_path):
+    import papermill
+    import pytest
+
+    (tmp_path / "01_demo.py").write_text(
+        "# %% tags=[\"parameters\"]\nx = 1\nname = 'a'\n\n# %%\nassert x != 0, 'x must not be 0'\nprint(f'x={x!r} name={name!r}')\n")
+    notebooks.sync(tmp_path)
+    out = notebooks.run(tmp_path / "01_demo.ipynb", tmp_path / "reports" / "01_demo.ipynb",
+                        {"x": notebooks.parameter_value("7"), "name": notebooks.parameter_value("1e_audio")},
+                        cwd=tmp_path)
+    printed = "".join(o.get("text", "") for c in nbformat.read(out, 4).cells for o in c.get("outputs", []))
+    assert "x=7 name='1e_audio'" in printed
+    assert "x=7" in out.with_suffix(".html").read_text()
+
+    with pytest.raises(papermill.PapermillExecutionError, match="x must not be 0"):
+        notebooks.run(tmp_path / "01_demo.ipynb", tmp_path / "failed.ipynb", {"x": 0}, cwd=tmp_path)
+    assert "x must not be 0" in (tmp_path / "failed.html").read_text()
+    assert [notebooks.parameter_value(v) for v in ("None", "True", "3", "0.5", "0_text")] == [None, True, 3, 0.5, "0_text"]

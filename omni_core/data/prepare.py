@@ -83,11 +83,9 @@ def write_checksums(folder: str | Path) -> Path:
     folder = Path(folder)
     lines = []
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h = hashlib.sha256()
         with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-        lines.append(f"{h.hexdigest()}  {f.relative_to(folder).as_posix()}\n")
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        lines.append(f"{digest}  {f.relative_to(folder).as_posix()}\n")
     out = checksums_path(folder)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text("".join(lines))

@@ -30,6 +30,8 @@ from omni_core.model.tokenizer import prepare_tokenizer
 from omni_core.model.vision import VisionProjector, build_vision_encoder, load_vision_encoder, pool_tokens
 
 MEDIA_KEYS = {"image": "pixel_values", "video": "video_values", "audio": "audio_features"}
+MEDIA_MODULES = {"image": ("vision_encoder", "vision_projector"), "video": ("vision_encoder", "video_projector"),
+                 "audio": ("audio_encoder", "audio_projector")}
 
 
 class OmniPreTrainedModel(PreTrainedModel):
@@ -153,6 +155,13 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
         out = self.audio_projector(padded)
         return torch.cat([out[i, :nt] for i, nt in enumerate(tokens)])
 
+    def _needs_dummy_pass(self, media: str) -> bool:
+        """Whether an absent modality must still run: with several ranks always (ZeRO-3 gathers even frozen
+        weights collectively), alone only if its modules train (so they get a zero gradient, not none)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            return True
+        return any(p.requires_grad for name in MEDIA_MODULES[media] for p in getattr(self, name).parameters())
+
     def _dummy_features(self, media: str) -> torch.Tensor:
         """A tiny pass through a modality's encoder + projector (ZeRO-3 ranks must all run the same modules)."""
         # any parameter's device, not the embedding's: reading that outside its forward makes ZeRO-3 gather it
@@ -175,7 +184,8 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
         """Token embeddings with media features written in place of the ``<|x_pad|>`` tokens (row-major order).
 
         Modalities absent from the batch still run on a dummy input with weight 0 while training, so every
-        rank executes the same modules (ZeRO-3 would otherwise wait forever for the missing gather).
+        rank executes the same modules (ZeRO-3 would otherwise wait forever for the missing gather); one
+        process skips the modalities that are frozen.
         """
         embeds = self.get_input_embeddings()(input_ids)
         given = {"image": pixel_values, "video": video_values, "audio": audio_features}
@@ -187,7 +197,7 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
                 if n_pad:
                     raise ValueError(f"input_ids hold {n_pad} {SPECIAL_TOKENS[media]['pad']} tokens but no "
                                      f"{MEDIA_KEYS[media]} was given")
-                if self.training and torch.is_grad_enabled():
+                if self.training and torch.is_grad_enabled() and self._needs_dummy_pass(media):
                     zero = self._dummy_features(media).sum() * 0.0
                     dummy = zero if dummy is None else dummy + zero
                 continue

@@ -16,6 +16,8 @@ import yaml
 
 from omni_core.config import REPO_ROOT, ConfigError, load_config
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"   # also the notebooks' (launch.train)
+
 
 def parse_sets(items: list[str]) -> dict:
     """`a.b.c=value` strings -> nested dict for load_config(overrides=...); values are YAML-parsed."""
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="override a params key, e.g. --set stages.2_sft.steps=10 (repeatable; YAML values)")
     ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     from omni_core.train.checkpoint import CheckpointMismatchError
 
     try:

@@ -66,8 +66,7 @@ def _digest(files: list[Path], root: Path) -> str:
     for f in sorted(files):
         h.update(str(f.relative_to(root)).encode() + b"\0")
         with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 24):
-                h.update(chunk)
+            h.update(hashlib.file_digest(fh, "sha256").digest())
     return h.hexdigest()[:16]
 
 

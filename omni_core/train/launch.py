@@ -122,11 +122,13 @@ def train(stage: str, *, params: str | Path = "params.yaml", profile: str | None
     returning `train_stage`'s summary; else through `build_command(..., **launch)` + `run` (returns None).
     Either way the log lines (not the progress bar) are appended to `log_file`."""
     from omni_core.config import load_config
-    from omni_core.train.__main__ import parse_sets
+    from omni_core.train.__main__ import LOG_FORMAT, parse_sets
 
     cfg = load_config(params, overrides=parse_sets(list(sets)) or None, profile=profile)
     if launch or cfg.train.nproc != 1:
-        run(build_command(stage, params=params, profile=profile, sets=sets, **launch), log_file=log_file)
+        # nproc from this config, which holds the `sets` (build_command alone would read params without them)
+        run(build_command(stage, params=params, profile=profile, sets=sets, **{"nproc": cfg.train.nproc, **launch}),
+            log_file=log_file)
         return None
     from omni_core.train.loop import train_stage
 
@@ -139,7 +141,7 @@ def train(stage: str, *, params: str | Path = "params.yaml", profile: str | None
     level = pkg_log.level
     pkg_log.setLevel(logging.INFO)
     for h in handlers:
-        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        h.setFormatter(logging.Formatter(LOG_FORMAT))
         pkg_log.addHandler(h)
     try:
         result = train_stage(cfg, stage)

@@ -296,10 +296,7 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
         run.log(step, metrics)
         bar.set_postfix(loss=f"{loss_v:.3f}", lr=f"{metrics['train/lr']:.1e}", tok_s=f"{tokens / dt:,.0f}")
         bar.update(1)
-        if step % stage.save_every == 0 and step < stage.steps:
-            save(finished=False)
-        if on_step is not None:
-            on_step(step, metrics)
+        run.end_step(step, metrics, save, on_step)
     bar.close()
     wall = time.perf_counter() - t_start
 

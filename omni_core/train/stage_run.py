@@ -104,6 +104,16 @@ class StageRun:
         ckpt.export_model(export_model, processor, self.out_dir / "model", engine=engine, rank=self.rank,
                           barrier=self.barrier, info=info)
 
+    def end_step(self, step: int, metrics: dict[str, float], save: Callable[[bool], None],
+                 on_step: Callable[[int, dict], None] | None) -> None:
+        """After optimizer step `step`: a resumable state every `save_every` steps (the last step's is the
+        final save), then the caller's `on_step` hook."""
+        stage = self.cfg.stage(self.name)
+        if step % stage.save_every == 0 and step < stage.steps:
+            save(False)
+        if on_step is not None:
+            on_step(step, metrics)
+
     def needs_final_save(self) -> bool:
         return self.trains_anew or not (self.out_dir / "model" / "config.json").exists()
 

@@ -125,10 +125,7 @@ def train_stand_in(cfg: Config, name: str, *, on_step: Callable[[int, dict], Non
             validate(step)
         bar.set_postfix(loss=f"{summary['train_loss']:.3f}", lr=f"{lr:.1e}")
         bar.update(1)
-        if step % stage.save_every == 0 and step < stage.steps:
-            save(finished=False)
-        if on_step is not None:
-            on_step(step, metrics)
+        run.end_step(step, metrics, save, on_step)
     bar.close()
     summary["wall_s"] = time.perf_counter() - t_start
     if run.trains_anew:
