@@ -222,7 +222,7 @@ def test_audio_longer_than_one_window_gets_several_windows(processor, cfg, tmp_p
 def test_silent_and_stereo_audio_are_fine(processor, tmp_path):
     sf.write(tmp_path / "silence.wav", np.zeros((16000, 2), np.float32), 16000)
     out = processor(_audio_msg({"type": "audio", "path": "silence.wav"}), base_dir=tmp_path)
-    assert torch.isfinite(out["audio_features"]).all() and out["audio_token_counts"].item() == 50 // 8 + 1
+    assert torch.isfinite(out["audio_features"]).all() and out["audio_token_counts"].item() == math.ceil(50 / processor.model_cfg.audio.downsample)
 
 
 def test_empty_corrupt_and_missing_audio_raise_media_error(processor, tmp_path):
@@ -242,7 +242,8 @@ def test_audio_track_of_a_video_file_is_read_with_pyav(processor, tmp_path):
                                                   {"type": "audio", "path": "clip.mp4"}]},
                      {"role": "assistant", "content": "ok"}], base_dir=tmp_path)
     assert out["video_values"].shape[0] == 2
-    assert abs(out["audio_token_counts"].item() - math.ceil(2.0 * 50 / 8)) <= 1      # ~2 s of AAC audio
+    n = processor.model_cfg.audio.downsample
+    assert abs(out["audio_token_counts"].item() - math.ceil(2.0 * 50 / n)) <= 1      # ~2 s of AAC audio
 
 
 # -------------------------------------------------------------------------------------------- video
