@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 .PHONY: setup apt repro ablations test lab lint small data bench demo help
 help:
 	@echo "make repro   set up (if needed) and run the pipeline: dvc repro (tiny profile)"
-	@echo "make ablations  the paper's ablations at tiny scale (second pipeline, ~8 min after make repro)"
+	@echo "make ablations  the paper's ablations at tiny scale + the recipe redrawn with 2 more seeds (second pipeline)"
 	@echo "make test    set up (if needed) and run the test suite"
 	@echo "make lab     JupyterLab on the repo"
 	@echo "make lint    ruff + notebook pairing check"

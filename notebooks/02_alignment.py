@@ -40,7 +40,7 @@
 # %% tags=["parameters"]
 stage = "1a_image_caption"   # which sub-stage of params.yaml `stages:` to run
 params = "params.yaml"
-profile = ""                 # "" = the profile named in params.yaml
+profile = ""                 # empty: the profile named in params.yaml
 
 # %%
 import matplotlib.pyplot as plt

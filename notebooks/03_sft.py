@@ -20,7 +20,7 @@
 # %% tags=["parameters"]
 stage = "2_sft"
 params = "params.yaml"
-profile = ""   # "" = the profile named in params.yaml
+profile = ""   # empty: the profile named in params.yaml
 
 # %%
 import matplotlib.pyplot as plt

@@ -24,8 +24,8 @@
 
 # %% tags=["parameters"]
 params = "params.yaml"
-profile = ""   # "" = the profile named in params.yaml
-checkpoint = ""  # "" = checkpoints/<eval.checkpoint>/model
+profile = ""   # empty: the profile named in params.yaml
+checkpoint = ""  # empty: checkpoints/<eval.checkpoint>/model
 
 # %%
 from pathlib import Path

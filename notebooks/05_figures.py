@@ -21,7 +21,7 @@
 
 # %% tags=["parameters"]
 params = "params.yaml"
-profile = ""   # "" = the profile named in params.yaml
+profile = ""   # empty: the profile named in params.yaml
 
 # %%
 from pathlib import Path

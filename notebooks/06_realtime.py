@@ -38,11 +38,11 @@
 
 # %% tags=["parameters"]
 params = "params.yaml"
-profile = ""      # "" = the profile named in params.yaml
-checkpoint = ""   # "" = checkpoints/<eval.checkpoint>/model (random-init model if it does not exist)
-vad_dir = ""      # "" = <checkpoint>/vad (trained and saved there if missing; kept in memory without a checkpoint)
-video = ""        # "" = a moving-MNIST clip with a spoken question, made here; or any mp4 with audio
-speed = 1.0       # replay speed: 1.0 = real time, 0 = as fast as the model runs (answers then compete with it)
+profile = ""      # empty: the profile named in params.yaml
+checkpoint = ""   # empty: checkpoints/<eval.checkpoint>/model (random-init model if it does not exist)
+vad_dir = ""      # empty: <checkpoint>/vad (trained and saved there if missing; kept in memory without a checkpoint)
+video = ""        # empty: a moving-MNIST clip with a spoken question, made here; or any mp4 with audio
+speed = 1.0       # replay speed: 1.0 is real time, 0 as fast as the model runs (answers then compete with it)
 turns = 4         # turns of the streaming vs re-encoding comparison
 repeats = 3       # ... each timed this many times (median)
 threads = 1       # torch CPU threads (timings on a shared CPU are steadier on one)

@@ -18,14 +18,16 @@
 #    frames per second by a rate n. Each arm retrains stage 1e with n = 2, 4 or 8 from the same
 #    checkpoint and scores ASR;
 # 2. **staging**: the recipe's stages against one joint mixture of every task trained from the same
-#    starting point with the same number of training tokens.
+#    starting point with the same number of training tokens;
+# 3. **seeds**: the recipe itself redrawn with other `train.seed` values, to see which scores are
+#    robustly above chance and which move across it from one draw to the next.
 #
 # This notebook only reads the arms' `result.json` files and draws them; the arms themselves are
 # `python -m omni_core.eval.ablation ...` runs (one DVC stage each, so they resume and cache separately).
 
 # %% tags=["parameters"]
 params = "params.yaml"
-profile = ""   # "" = the profile named in params.yaml
+profile = ""   # empty: the profile named in params.yaml
 ablation_dir = "ablations"
 
 # %%
@@ -34,7 +36,7 @@ from pathlib import Path
 
 from omni_core import load_config
 from omni_core import plots
-from omni_core.eval.ablation import collect_downsample, collect_staging
+from omni_core.eval.ablation import collect_downsample, collect_seeds, collect_staging, seed_summary
 
 cfg = load_config(params, profile=profile or None)
 out = Path(cfg.eval.figures_dir)
@@ -61,3 +63,20 @@ plots.plot_downsample_ablation(arms, out / "ablation_downsample")
 staging = collect_staging(Path(ablation_dir) / "staging")
 print(json.dumps(staging, indent=1))
 plots.plot_staging_ablation(staging, out / "ablation_staging")
+
+# %% [markdown]
+# ## Seeds
+# The staged recipe after the stand-ins (stages 1a to 2_sft) trained again with `train.seed` = 1 and 2
+# from the same stand-in checkpoints; seed 0 is the main run. The seed fixes the fresh weights, the data
+# order and the packing, so each arm is another draw of the same experiment. With 100 test samples per
+# task, one answer is one point: a task whose worst draw is at or below chance has not shown that it
+# beats chance, whatever its best draw says.
+
+# %%
+seeds = collect_seeds([Path(ablation_dir) / "staging", Path(ablation_dir) / "seeds"])
+print(f"{'task':20s} {'metric':10s} {'min':>7s} {'mean':>7s} {'max':>7s} {'chance':>7s}  above chance")
+for r in seed_summary(seeds["seeds"], seeds["chance"]):
+    above = f"{r['above_chance']}/{r['seeds']} (worst lead {r['worst_margin']:+.1f})" if "above_chance" in r else "-"
+    chance = f"{r['chance']:7.1f}" if r["chance"] is not None else f"{'-':>7s}"
+    print(f"{r['task']:20s} {r['metric']:10s} {r['min']:7.1f} {r['mean']:7.1f} {r['max']:7.1f} {chance}  {above}")
+plots.plot_seed_spread(seeds["seeds"], seeds["chance"], out / "ablation_seeds")

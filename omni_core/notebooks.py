@@ -51,7 +51,8 @@ def sync(folder: Path = NOTEBOOKS) -> list[Path]:
 
 
 def check(folder: Path = NOTEBOOKS) -> list[str]:
-    """Problems with the notebook pairs: missing twin, drifted cells, committed outputs, no parameters cell."""
+    """Problems with the notebook pairs: missing twin, drifted cells, committed outputs, no parameters cell
+    or one papermill cannot parse."""
     import jupytext
 
     problems = []
@@ -65,8 +66,15 @@ def check(folder: Path = NOTEBOOKS) -> list[str]:
                             "`python -m omni_core.notebooks sync` (or `jupytext --sync`)")
         if any(c.get("outputs") or c.get("execution_count") for c in nb.cells if c.cell_type == "code"):
             problems.append(f"{ipynb}: committed with outputs; run `python -m omni_core.notebooks sync`")
-        if not any("parameters" in c.metadata.get("tags", []) for c in src.cells):
+        params_cells = [c for c in src.cells if "parameters" in c.metadata.get("tags", [])]
+        if not params_cells:
             problems.append(f"{py}: no cell tagged `parameters` (papermill injects -p values after it)")
+        for cell in params_cells:
+            for n, line in enumerate(cell.source.splitlines(), 1):
+                # papermill reads one `name = value  # help` per line and warns at every run on a second '='
+                if not line.lstrip().startswith("#") and line.count("=") > 1:
+                    problems.append(f"{py}: line {n} of the parameters cell has two '=' ({line.strip()!r}); "
+                                    "papermill cannot parse it: reword its comment")
         if nb.metadata.get("kernelspec", {}).get("name") != "python3":
             problems.append(f"{ipynb}: kernelspec must be python3 (papermill -k python3 on any machine)")
     for ipynb in sorted(folder.glob("*.ipynb")):

@@ -4,6 +4,7 @@
 - :func:`plot_metric_vs_chance`: each task's headline metric beside its chance level.
 - :func:`plot_downsample_ablation`: Conv-GMLP rate n -> WER against audio tokens per second.
 - :func:`plot_staging_ablation`: one joint mixture versus the staged recipe, per task.
+- :func:`plot_seed_spread`: each task's score in every seed of the same recipe, beside chance.
 - :func:`plot_token_budget`: LLM tokens per modality at full scale.
 - :func:`render_dvc_plots`: `dvc plots show --json` rendered to PNG/SVG with vl-convert (the HTML
   `dvc plots show` writes loads Vega from a CDN and is blank offline).
@@ -19,6 +20,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import matplotlib.lines
 import matplotlib.patches
 import matplotlib.pyplot as plt
 import matplotlib.ticker
@@ -238,6 +240,38 @@ def plot_staging_ablation(per_task: Mapping[str, Mapping[str, float]], out: str 
     ax.legend(fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title("Same compute: staged recipe vs one joint mixture")
+    return save_figure(fig, out)
+
+
+def plot_seed_spread(per_seed: Mapping[int, Mapping[str, float]], chance: Mapping[str, float],
+                     out: str | Path) -> list[Path]:
+    """One row per task (0-100 metrics; perplexity, on another scale, is left out): a dot per seed, the
+    seeds' range as a line, chance as a grey bar. Input: :func:`omni_core.eval.ablation.collect_seeds`."""
+    from .eval.ablation import seed_summary
+
+    rows = [r for r in seed_summary(dict(per_seed), dict(chance)) if r["metric"] in METRICS]
+    if not rows:
+        raise ValueError("plot_seed_spread: no task results; run the seeds arms (make ablations) first")
+    seeds = list(per_seed)
+    colors = dict(zip(seeds, plt.get_cmap("tab10").colors))
+    fig, ax = plt.subplots(figsize=(7.5, 0.4 * len(rows) + 1.4), layout="constrained")
+    for y, r in enumerate(rows):
+        if r["chance"] is not None:
+            ax.barh(y, r["chance"], height=0.6, color="0.92", edgecolor="0.6", hatch="///", lw=0.5)
+        ax.plot([r["min"], r["max"]], [y, y], color="0.3", lw=1)
+        for seed in seeds:
+            if r["task"] in per_seed[seed]:
+                ax.plot(per_seed[seed][r["task"]], y, "o", ms=5, color=colors[seed], alpha=0.85)
+    labels = [f"{r['task']} ({METRICS[r['metric']].label}{'' if r['higher_is_better'] else ' ↓'})"
+              + (f"  {r['above_chance']}/{r['seeds']}" if "above_chance" in r else "") for r in rows]
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("score (0-100; ↓ = lower is better); k/N = seeds above chance")
+    handles = [matplotlib.lines.Line2D([], [], ls="", marker="o", color=colors[s], label=f"seed {s}") for s in seeds]
+    handles.append(matplotlib.patches.Patch(facecolor="0.92", edgecolor="0.6", hatch="///", label="chance"))
+    fig.legend(handles=handles, fontsize=8, frameon=False, loc="outside lower center", ncol=len(handles))
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(f"The same recipe, {len(seeds)} seeds: how much each task's score moves")
     return save_figure(fig, out)
 
 

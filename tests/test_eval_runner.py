@@ -265,3 +265,29 @@ def test_ablation_helpers(setup, tmp_path):
     assert "train.checkpoints_dir=\"x/y\"" in sets and any(s.startswith("stages.joint.mixture={") for s in sets)
     # the joint stage's overrides load as a valid config
     assert load_config(overrides={"stages": {"joint": joint}}).stage("joint").steps == joint["steps"]
+
+
+def test_seed_arms_are_collected_and_summarised(tmp_path):
+    """The seeds ablation: arms found by seed, each task's spread over the seeds and how often it beats chance."""
+    from omni_core.eval import ablation
+
+    assert ablation.arm_name("staged") == "staged" and ablation.arm_name("staged", 2) == "staged-seed2"
+    with pytest.raises(ValueError, match="give one of them"):
+        ablation.staging_arm(load_config(), "staged", tmp_path, reuse_checkpoint="x", seed=1)
+    chance = {"image_vqa": 30.0, "asr": 90.0, "text_lm": 300.0}
+    arms = {"staging/staged": (0, {"image_vqa": 35.0, "asr": 60.0, "text_lm": 30.0}),
+            "staging/joint": (0, {"image_vqa": 99.0, "asr": 99.0, "text_lm": 999.0}),     # another arm: ignored
+            "seeds/staged-seed1": (1, {"image_vqa": 30.0, "asr": 62.0, "text_lm": 33.0}),
+            "seeds/staged-seed2": (2, {"image_vqa": 28.0, "asr": 91.0, "text_lm": 31.0})}
+    for rel, (seed, measured) in arms.items():
+        (tmp_path / rel).mkdir(parents=True)
+        (tmp_path / rel / "result.json").write_text(json.dumps(
+            {"arm": rel.split("/")[1].split("-")[0], "seed": seed, "measured": measured, "chance": chance}))
+    got = ablation.collect_seeds([tmp_path / "staging", tmp_path / "seeds", tmp_path / "absent"])
+    assert list(got["seeds"]) == [0, 1, 2] and got["seeds"][0]["image_vqa"] == 35.0 and got["chance"] == chance
+    rows = {r["task"]: r for r in ablation.seed_summary(got["seeds"], got["chance"])}
+    assert list(rows) == [t for t in ablation.TASKS if t in chance]
+    vqa, asr, ppl = rows["image_vqa"], rows["asr"], rows["text_lm"]
+    assert (vqa["min"], vqa["max"], vqa["above_chance"], vqa["worst_margin"]) == (28.0, 35.0, 1, -2.0)  # a tie is not a win
+    assert (asr["above_chance"], asr["worst_margin"], asr["higher_is_better"]) == (2, -1.0, False)      # WER: lower wins
+    assert ppl["above_chance"] == 3 and ppl["mean"] == pytest.approx(94 / 3)

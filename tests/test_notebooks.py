@@ -26,6 +26,11 @@ def test_check_catches_drift_outputs_and_missing_parameters(tmp_path):
     problems = notebooks.check(tmp_path)
     assert any("cells differ" in p for p in problems) and any("parameters" in p for p in problems)
 
+    # a second '=' in a parameter's comment: papermill cannot parse the line (and warns at every run)
+    (tmp_path / "01_demo.py").write_text("# %% tags=[\"parameters\"]\nx = 1   # 1 = default\n\n# %%\nprint(x)\n")
+    notebooks.sync(tmp_path)
+    assert [p for p in notebooks.check(tmp_path) if "line 1 of the parameters cell has two '='" in p]
+
     (tmp_path / "02_orphan.ipynb").write_text(jupytext.writes(jupytext.reads("# %%\n1\n", fmt="py:percent"), fmt="ipynb"))
     assert any("02_orphan.ipynb: has no py:percent twin" in p for p in notebooks.check(tmp_path))
 

@@ -41,6 +41,11 @@ def smoke_repo(tmp_path_factory) -> Path:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["profile"] = "smoke"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ablations = yaml.safe_load((repo / "ablations/dvc.yaml").read_text())
+    for var in ablations["vars"]:
+        if "seeds" in var:
+            var["seeds"] = [1]              # one extra draw checks the seeds arm's plumbing
+    (repo / "ablations/dvc.yaml").write_text(yaml.safe_dump(ablations, sort_keys=False))
     _sh("git init -q && git add -A && git -c user.email=ci@x -c user.name=ci commit -qm smoke", repo)
     _sh("dvc repro", repo, timeout=1500)
     _sh("dvc repro ablations/dvc.yaml", repo, timeout=900)
@@ -52,6 +57,10 @@ def test_every_out_metric_and_report_exists(smoke_repo):
     for dvcfile in ("dvc.yaml", "ablations/dvc.yaml"):
         for name, st in yaml.safe_load((smoke_repo / dvcfile).read_text())["stages"].items():
             items = st["foreach"] if "foreach" in st else [None]
+            if isinstance(items, str):              # foreach: ${var}, from the file's vars
+                name_of = items.strip("${}")
+                items = next(v[name_of] for v in yaml.safe_load((smoke_repo / dvcfile).read_text())["vars"]
+                             if isinstance(v, dict) and name_of in v)
             body = st.get("do", st)
             for item in items:
                 for out in body.get("outs", []) + body.get("metrics", []) + body.get("plots", []):
@@ -61,6 +70,9 @@ def test_every_out_metric_and_report_exists(smoke_repo):
                         missing.append(f"{dvcfile}:{name}: {path}")
     assert not missing, missing
     assert (smoke_repo / "figures/ablation_staging.png").exists()
+    # every ablation arm wrote its result where the figures look for it
+    for arm in ("downsample/n2", "downsample/n4", "downsample/n8", "staging/joint", "staging/staged", "seeds/staged-seed1"):
+        assert (smoke_repo / "ablations" / arm / "result.json").exists(), arm
     assert list((smoke_repo / "reports").glob("*.html")), "no HTML reports"
     assert (smoke_repo / "data/prepared/train.jsonl").stat().st_size > 0
 

@@ -85,3 +85,10 @@ def test_render_dvc_plots_offline(tmp_path):
     assert [p.name for p in out] == ["logs_0_text_plots_metrics_train_loss.tsv.png",
                                      "logs_0_text_plots_metrics_train_loss.tsv.svg"]
     _check(out)
+
+
+def test_seed_spread_plot(tmp_path):
+    per_seed = {0: {"image_vqa": 35.0, "asr": 60.0, "text_lm": 30.0}, 1: {"image_vqa": 28.0, "asr": 62.0}}
+    _check(plots.plot_seed_spread(per_seed, {"image_vqa": 30.0, "asr": 90.0}, tmp_path / "seeds"))
+    with pytest.raises(ValueError, match="no task results"):
+        plots.plot_seed_spread({0: {"text_lm": 30.0}}, {}, tmp_path / "none")

@@ -9,13 +9,16 @@ start) versus the recipe's stages. Both start from the tiny profile's stand-ins 
 (stages ``0_*``, the main run's checkpoints); the joint arm's steps are chosen so it sees as many tokens
 (steps x batch x grad_accum x seq_len) as the recipe's stages after them.
 
+*Seeds*: the staged arm again with other values of ``train.seed`` (the same stand-ins; the draw of fresh
+weights, data order and sampling after them changes). At 100 test samples per task a tiny score moves by
+several points between draws, so "above chance" is only a claim when it holds in every draw.
+
 Each arm writes ``<workdir>/<arm>/result.json``; ``collect_*`` read them back for the plots.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from collections.abc import Iterable, Sequence
 from itertools import takewhile
@@ -24,7 +27,7 @@ from typing import Any
 
 from omni_core.config import MODULES, Config, load_config
 
-from .metrics import TASKS, task_spec
+from .metrics import METRICS, TASKS, relative_to_chance, task_spec
 
 DOWNSAMPLE_RATES = (2, 4, 8)
 ENCODER_FPS = 50                 # Whisper encoder frames per second: n -> 50 / n audio tokens per second
@@ -59,20 +62,13 @@ def arm_overrides(workdir: str | Path, arm: str) -> dict:
 
 def train_stages(stages: Sequence[str], params: str | Path, overrides: dict, profile: str | None = None,
                  log_file: str | Path | None = None) -> None:
-    """Run ``python -m omni_core.train`` for each stage in order with the same overrides (output to ``log_file``)."""
-    import subprocess
+    """Train each stage in order with the same overrides (log lines appended to ``log_file``): in this
+    process when the config asks for one (it has torch and transformers imported already, which a new
+    interpreter spends ~10 s on per stage), else through torchrun / deepspeed."""
+    from omni_core.train.launch import train
 
-    from omni_core.train.launch import build_command
-
-    log = Path(log_file) if log_file else None
-    if log:
-        log.parent.mkdir(parents=True, exist_ok=True)
     for stage in stages:
-        cmd = build_command(stage, params=params, profile=profile, sets=_dotted(overrides), nproc=1)
-        with open(log, "a") if log else open(os.devnull, "w") as out:
-            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
-        if rc != 0:
-            raise RuntimeError(f"training stage {stage!r} of the ablation failed (exit {rc}); see {log}")
+        train(stage, params=params, profile=profile, sets=_dotted(overrides), log_file=log_file)
 
 
 def _write(path: Path, result: dict) -> dict:
@@ -198,38 +194,51 @@ def joint_stage(cfg: Config) -> dict:
             "packing": last.packing}
 
 
+def arm_name(arm: str, seed: int | None = None) -> str:
+    """``staged`` / ``joint``, or ``staged-seed1`` for an arm drawn with another ``train.seed``."""
+    return arm if seed is None else f"{arm}-seed{seed}"
+
+
 def staging_arm(cfg: Config, arm: str, workdir: str | Path, params: str | Path = "params.yaml",
-                profile: str | None = None, reuse_checkpoint: str | Path | None = None) -> dict:
+                profile: str | None = None, reuse_checkpoint: str | Path | None = None,
+                seed: int | None = None) -> dict:
     """Run one arm (``staged``: every recipe stage; ``joint``: :func:`joint_stage`) and evaluate it on every
-    task; writes ``<workdir>/<arm>/result.json``. ``reuse_checkpoint`` evaluates an existing model instead
-    of training (the main pipeline's ``checkpoints/2_sft/model`` is the staged arm)."""
+    task; writes ``<workdir>/<arm_name(arm, seed)>/result.json``. ``reuse_checkpoint`` evaluates an existing
+    model instead of training (the main pipeline's ``checkpoints/2_sft/model`` is the staged arm);
+    ``seed`` overrides ``train.seed`` for the arm's stages."""
     from omni_core.eval.runner import evaluate
 
     if arm not in ("staged", "joint"):
         raise ValueError(f"staging arm {arm!r}: choose 'staged' or 'joint'")
-    over = arm_overrides(workdir, arm)
+    if seed is not None and reuse_checkpoint is not None:
+        raise ValueError("staging: --seed retrains the arm with that seed, --reuse evaluates a trained one; "
+                         "give one of them")
+    name = arm_name(arm, seed)
+    over = arm_overrides(workdir, name)
+    if seed is not None:
+        over = _merge(over, {"train": {"seed": seed}})
     if arm == "joint":
         over = _merge(over, {"stages": {"joint": joint_stage(cfg)}})
     arm_cfg = load_config(params, overrides=over, profile=profile)
     pre = stand_in_stages(arm_cfg)
     stages = ["joint"] if arm == "joint" else recipe_stages(arm_cfg)[len(pre):]
     if reuse_checkpoint is None:
-        for name in pre:       # the stand-ins are the main run's, copied rather than trained again
-            src = Path(cfg.train.checkpoints_dir) / name / "model"
-            dst = Path(arm_cfg.train.checkpoints_dir) / name / "model"
+        for stand_in in pre:       # the stand-ins are the main run's, copied rather than trained again
+            src = Path(cfg.train.checkpoints_dir) / stand_in / "model"
+            dst = Path(arm_cfg.train.checkpoints_dir) / stand_in / "model"
             if not (src / "config.json").exists():
                 raise FileNotFoundError(f"{src} holds no model: the staging ablation starts from the main run's "
-                                        f"{name} checkpoint; run `dvc repro train_{name}` first")
+                                        f"{stand_in} checkpoint; run `dvc repro train_{stand_in}` first")
             shutil.rmtree(dst, ignore_errors=True)
             shutil.copytree(src, dst)
-        train_stages(stages, params, over, profile, log_file=Path(workdir) / arm / "train.log")
+        train_stages(stages, params, over, profile, log_file=Path(workdir) / name / "train.log")
         ckpt: str | Path = Path(arm_cfg.train.checkpoints_dir) / stages[-1] / "model"
     else:
         ckpt = reuse_checkpoint
     res = evaluate(arm_cfg, ckpt)
     measured, chance = _headlines(res)
-    return _write(Path(workdir) / arm / "result.json",
-                  {"arm": arm, "stages": stages, "measured": measured, "chance": chance,
+    return _write(Path(workdir) / name / "result.json",
+                  {"arm": arm, "seed": arm_cfg.train.seed, "stages": stages, "measured": measured, "chance": chance,
                    "tokens": sum(arm_cfg.stages[s].steps * arm_cfg.stages[s].batch_size * arm_cfg.stages[s].grad_accum
                                  * arm_cfg.stages[s].seq_len for s in stages),
                    "settings": res["settings"]})
@@ -245,6 +254,42 @@ def collect_staging(workdir: str | Path) -> dict[str, dict[str, float]]:
             out[arm] = r["measured"]
             out.setdefault("chance", {}).update(r["chance"])
     return out
+
+
+def collect_seeds(workdirs: Iterable[str | Path], arm: str = "staged") -> dict[str, dict]:
+    """``{"seeds": {seed: {task: v}}, "chance": {task: v}}`` from every ``<workdir>/*/result.json`` of
+    ``arm`` (the main run's staged arm is seed 0; ``seeds`` arms add the others)."""
+    seeds: dict[int, dict[str, float]] = {}
+    chance: dict[str, float] = {}
+    for workdir in workdirs:
+        for f in sorted(Path(workdir).glob("*/result.json")):
+            r = json.loads(f.read_text())
+            if r.get("arm") == arm and "seed" in r:
+                seeds[int(r["seed"])] = r["measured"]
+                chance.update(r["chance"])
+    return {"seeds": dict(sorted(seeds.items())), "chance": chance}
+
+
+def seed_summary(per_seed: dict[int, dict[str, float]], chance: dict[str, float]) -> list[dict[str, Any]]:
+    """Per task (in TASKS order): its headline metric's min / mean / max over the seeds, chance, and in how
+    many seeds it beats chance (``worst_margin``: the smallest lead over chance, in the metric's units,
+    positive = better; negative when some draw is at or below chance)."""
+    rows = []
+    for task in TASKS:
+        values = [m[task] for m in per_seed.values() if task in m]
+        if not values:
+            continue
+        metric = task_spec(task).metrics[0]
+        higher = METRICS[metric].higher_is_better if metric in METRICS else False
+        row: dict[str, Any] = {"task": task, "metric": metric, "higher_is_better": higher, "seeds": len(values),
+                               "min": min(values), "mean": sum(values) / len(values), "max": max(values),
+                               "chance": chance.get(task)}
+        if row["chance"] is not None:
+            margins = [relative_to_chance(v, row["chance"], higher) for v in values]
+            row["above_chance"] = sum(m > 0 for m in margins)
+            row["worst_margin"] = min(margins)
+        rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------------------------------- token budget
@@ -286,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, choices=DOWNSAMPLE_RATES, help="Conv-GMLP rate (downsample)")
     ap.add_argument("--arm", choices=["staged", "joint"], help="staging arm")
     ap.add_argument("--reuse", default=None, help="staging: evaluate this checkpoint instead of training the arm")
+    ap.add_argument("--seed", type=int, default=None, help="staging: retrain the arm with this train.seed")
     ap.add_argument("--workdir", default=None, help="default: ablations/<kind>")
     ap.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
     ap.add_argument("--profile", default=None)
@@ -299,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if args.arm is None:
             raise SystemExit("staging needs --arm staged|joint")
-        res = staging_arm(cfg, args.arm, workdir, args.params, args.profile, args.reuse)
+        res = staging_arm(cfg, args.arm, workdir, args.params, args.profile, args.reuse, args.seed)
     print(json.dumps({k: v for k, v in res.items() if k != "settings"}, indent=1))
 
 
