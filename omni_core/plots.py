@@ -25,7 +25,7 @@ import matplotlib.patches
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 
-from .eval.metrics import METRICS, TABLES, TASKS, one_answer_for_all, task_spec  # noqa: E402
+from .eval.metrics import METRICS, TABLES, TASKS, higher_is_better, one_answer_for_all, task_spec  # noqa: E402
 from .eval.reported import REPORTED_DOWNSAMPLE_WER  # noqa: E402
 
 _TABLE_COLORS = {"text": "#7f7f7f", "image": "#1f77b4", "video": "#2ca02c", "audio": "#d62728", "omni": "#9467bd"}
@@ -127,7 +127,7 @@ def headline_rows(results: Mapping) -> list[tuple[str, str, str, float, float | 
         for task, res in results.get("tables", {}).get(table, {}).get("tasks", {}).items():
             metric = task_spec(task).metrics[0]
             if metric in res:
-                higher = METRICS[metric].higher_is_better if metric in METRICS else False
+                higher = higher_is_better(metric)
                 rows.append((table, task, metric, float(res[metric]), res.get("chance", {}).get(metric), higher))
     return rows
 

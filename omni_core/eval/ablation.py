@@ -27,7 +27,7 @@ from typing import Any
 
 from omni_core.config import MODULES, Config, load_config
 
-from .metrics import METRICS, TASKS, relative_to_chance, task_spec
+from .metrics import TASKS, higher_is_better, relative_to_chance, task_spec
 
 DOWNSAMPLE_RATES = (2, 4, 8)
 ENCODER_FPS = 50                 # Whisper encoder frames per second: n -> 50 / n audio tokens per second
@@ -280,7 +280,7 @@ def seed_summary(per_seed: dict[int, dict[str, float]], chance: dict[str, float]
         if not values:
             continue
         metric = task_spec(task).metrics[0]
-        higher = METRICS[metric].higher_is_better if metric in METRICS else False
+        higher = higher_is_better(metric)
         row: dict[str, Any] = {"task": task, "metric": metric, "higher_is_better": higher, "seeds": len(values),
                                "min": min(values), "mean": sum(values) / len(values), "max": max(values),
                                "chance": chance.get(task)}

@@ -262,6 +262,11 @@ def one_answer_for_all(res: dict) -> bool:
     return res.get("distinct_answers") == 1 and res.get("n", 0) > 1
 
 
+def higher_is_better(metric: str) -> bool:
+    """A metric's direction; perplexity, which has no 0-100 spec in METRICS, is lower-is-better."""
+    return METRICS[metric].higher_is_better if metric in METRICS else False
+
+
 def relative_to_chance(value: float, chance: float, higher_is_better: bool) -> float:
     """How much better than chance, as a signed difference in the metric's own units (positive = better)."""
     return (value - chance) if higher_is_better else (chance - value)
