@@ -13,7 +13,7 @@ is trained the way its users train it:
   on 1 x 80 GB and 8 x 80 GB, from DeepSpeed's estimate_* functions (a markdown table for the README).
 
 Throughput = supervised (answer) tokens per CPU second of forward + backward + AdamW step, fp32 on CPU
-(bf16 matmuls on these CPUs are ~400x slower), one torch thread; wall-clock rates are reported too.
+(bf16 matmuls are ~400x slower on CPUs without avx512_bf16), one torch thread; wall-clock rates are reported too.
 Rounds alternate ours / theirs; each keeps its best round. Peak memory = peak RSS during the run.
 
     python benchmarks/bench_train.py [--data data/prepared] [--batch 16] [--steps 4] [--out benchmarks/results/train.json]

@@ -18,7 +18,7 @@
 # | stage | trains | why |
 # |---|---|---|
 # | 0 text (tiny only) | LLM | stands in for the pretrained 7B LLM the paper starts from |
-# | 0 vision (tiny, small) | vision encoder + a linear head, on MNIST train-split digit labels | stands in for the pretrained SigLIP: the answer loss alone leaves a random tower at chance on what an image shows |
+# | 0 vision (tiny, small) | vision encoder + a linear head, on MNIST train-split digit labels and freshly printed words of the tasks' vocabulary | stands in for the pretrained SigLIP: the answer loss alone leaves a random tower at chance on what an image shows |
 # | 0 audio (tiny only) | audio encoder + a linear word-CTC head, on the asr task's train split | stands in for the pretrained Whisper encoder, for the same reason |
 # | 1a image caption | visual projector (tiny: + LLM) | map visual features into the LLM's embedding space with the LLM frozen, so its language ability cannot drift |
 # | 1b image VQA | + vision encoder (tiny: projector + LLM) | VQA/OCR need finer features than captions; captions stay in the mix to limit drift |

@@ -22,7 +22,8 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODULES = ("vision_encoder", "vision_projector", "video_projector", "audio_encoder", "audio_projector", "llm")
 # stand-in objectives (train/stand_in.py) -> the one module each trains
-STAND_INS = {"digit_classification": "vision_encoder", "speech_ctc": "audio_encoder"}
+STAND_INS = {"digit_classification": "vision_encoder", "digit_word_classification": "vision_encoder",
+             "speech_ctc": "audio_encoder"}
 
 
 class ConfigError(ValueError):
@@ -87,7 +88,7 @@ class ModelConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
-    dtype: Literal["float32", "bfloat16"] = "float32"   # CPUs here have no bf16 units: fp32 on CPU
+    dtype: Literal["float32", "bfloat16"] = "float32"   # fp32 on CPU: bf16 there is emulated or, with AMX, slower per tiny step (README)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -132,8 +133,9 @@ class StageConfig:
     init_video_projector: bool = False   # copy the image projector into the video projector first (paper)
     # "lm": next-token loss on the mixture's answers. The others pre-train one encoder as a stand-in for
     # the paper's pretrained one (train/stand_in.py): "digit_classification" (the vision tower classifies MNIST
-    # train-split digits), "speech_ctc" (the audio encoder transcribes the asr train split with CTC)
-    objective: Literal["lm", "digit_classification", "speech_ctc"] = "lm"
+    # train-split digits), "digit_word_classification" (and printed words), "speech_ctc" (the audio encoder
+    # transcribes the asr train split with CTC)
+    objective: Literal["lm", "digit_classification", "digit_word_classification", "speech_ctc"] = "lm"
 
 
 @dataclass

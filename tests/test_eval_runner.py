@@ -144,6 +144,7 @@ def test_every_table_entry_and_batch_invariance(setup):
     assert not diff
     s = r8["settings"]
     assert (s["batch_size"], s["dtype"], s["attn_implementation"], s["seed"]) == (8, "float32", "sdpa", 0)
+    assert s["cpu"] and s["cpu_capability"]      # fp32 results depend on the CPU's instruction set
     # metrics/*.json for DVC, read back by the tables
     written = {p.name for p in (root / "metrics").iterdir()}
     assert {"text.json", "image.json", "video.json", "audio.json", "omni.json", "predictions.jsonl"} <= written

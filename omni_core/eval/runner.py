@@ -212,13 +212,27 @@ def _baseline_inputs(train: dict[str, list[Sample]], task: str) -> tuple[list[st
     return [s.question for s in rows], [s.reference for s in rows]
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; else what `platform` knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def settings(cfg: Config, checkpoint_dir: str | Path, split: str, batch_size: int, model) -> dict[str, Any]:
     return {"checkpoint": str(checkpoint_dir), "profile": cfg.profile, "split": split, "batch_size": batch_size,
             "dtype": str(_model_dtype(model)).replace("torch.", ""),
             "attn_implementation": getattr(model.config, "_attn_implementation", cfg.model.attn_implementation),
             "seed": cfg.eval.seed, "max_new_tokens": cfg.eval.max_new_tokens, "decoding": "greedy",
             "device": str(next(model.parameters()).device), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "machine": platform.machine()}
+            "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+            # fp32 kernels differ by instruction set (AVX2 vs AVX-512 sum in different orders), so the same
+            # seed trains a different draw on another CPU type; results reproduce exactly on the same type
+            "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def evaluate(cfg: Config, checkpoint_dir: str | Path, split: str = "test", tasks: Iterable[str] | None = None,

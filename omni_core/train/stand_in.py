@@ -7,9 +7,9 @@ steps leaves a random-init encoder at chance on what its input holds. So a stand
 one encoder with a head and an objective of its own, on train-split data only; the recipe then keeps
 that encoder frozen, as the paper keeps SigLIP in stage 1a.
 
-`stages.<name>.objective` picks the stand-in (`BUILDERS`): `digit_classification` (the vision tower,
-`vision_stand_in.py`) or `speech_ctc` (the audio encoder, `audio_stand_in.py`). Each builds a `StandIn`;
-this module runs it like every stage: it trains only its encoder's lr, resumes from
+`stages.<name>.objective` picks the stand-in (`BUILDERS`): `digit_classification` or
+`digit_word_classification` (the vision tower, `vision_stand_in.py`) or `speech_ctc` (the audio encoder,
+`audio_stand_in.py`). Each builds a `StandIn`; this module runs it like every stage: it trains only its encoder's lr, resumes from
 `checkpoints/<name>/state`, logs `train/loss` and the held-out metrics with dvclive, and exports the
 whole model (the head is dropped) to `checkpoints/<name>/model`.
 """
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # objective -> "module:function" that builds its StandIn (config.STAND_INS names the encoder each trains)
 BUILDERS = {"digit_classification": "omni_core.train.vision_stand_in:digit_stand_in",
+            "digit_word_classification": "omni_core.train.vision_stand_in:digit_stand_in",
             "speech_ctc": "omni_core.train.audio_stand_in:speech_stand_in"}
 
 

@@ -1,9 +1,13 @@
-"""Stage `0_vision` (objective `digit_classification`): the stand-in for the pretrained SigLIP that the
-paper's vision branch starts from (why: `stand_in.py`).
+"""Stage `0_vision`: the stand-in for the pretrained SigLIP that the paper's vision branch starts from
+(why: `stand_in.py`).
 
-The vision tower classifies the *train* split of the MNIST source (never a val/test digit) with a
-linear head on its mean-pooled features, each batch shifted by up to 3 px; `val/accuracy` is measured on
-the source's val split. The recipe then keeps the tower frozen, as the paper keeps SigLIP in stage 1a.
+Objective `digit_classification`: the vision tower classifies the *train* split of the MNIST source (never
+a val/test digit) with a linear head on its mean-pooled features, each batch shifted by up to 3 px;
+`val/accuracy` is measured on the source's val split. Objective `digit_word_classification` (the tiny
+profile's) also reads printed words, as SigLIP can: fresh renderings of the tasks' closed vocabulary, drawn
+as the OCR task draws them and seen as the model sees them (the AnyRes thumbnail), are classes 10 and up
+of the same head; `val/word_accuracy` is measured on other renderings. The OCR task's own images (any
+split) are never used. The recipe then keeps the tower frozen, as the paper keeps SigLIP in stage 1a.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from omni_core.config import Config, StageConfig
 from omni_core.train.stand_in import StandIn
 
 MAX_SHIFT = 3     # pixels: random translation, so the tower learns the digit rather than its position
+TRAIN_WORDS, VAL_WORDS = 2000, 400     # renderings of printed words: digits (4,000) keep two thirds of a batch
 
 
 class DigitClassifier(nn.Module):
@@ -48,21 +53,52 @@ def _batch(pix: torch.Tensor, labels: torch.Tensor, size: int, seed: int, step: 
     return torch.roll(pix[pick], shifts=(dy, dx), dims=(2, 3)), labels[pick]
 
 
+def printed_words(n: int, image_size: int, split: str, max_tiles: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` renderings of the tasks' words as the OCR task prints one (a 2:1 strip, `render_text`), seen as
+    the model's AnyRes thumbnail; labels are 10 + the word's index in `TASK_WORDS` (0-9 are the digits).
+    The renderings of `split` ("train" or "val") come from their own random stream."""
+    import numpy as np
+
+    from omni_core.data import sources as S
+    from omni_core.data.tasks import TASK_WORDS
+    from omni_core.model.vision import anyres_tiles, to_pixel_values
+
+    rng = np.random.default_rng([0x0C2, ("train", "val").index(split)])
+    labels = rng.integers(len(TASK_WORDS), size=n)
+    strips = [S.render_text(TASK_WORDS[k], 2 * image_size, image_size, rng) for k in labels]
+    return to_pixel_values([anyres_tiles(im, image_size, max_tiles)[0] for im in strips]), torch.as_tensor(labels + 10)
+
+
 def digit_stand_in(cfg: Config, stage: StageConfig, model: nn.Module, device: torch.device) -> StandIn:
-    """The `StandIn` of objective `digit_classification` around `model.vision_encoder`."""
-    classifier = DigitClassifier(model.vision_encoder).to(device)
+    """The `StandIn` of objectives `digit_classification` and `digit_word_classification` around
+    `model.vision_encoder`."""
+    from omni_core.data.tasks import TASK_WORDS
+
+    words = stage.objective == "digit_word_classification"
+    classifier = DigitClassifier(model.vision_encoder, 10 + len(TASK_WORDS) * words).to(device)
     size = cfg.model.vision.image_size
-    train_pix, train_y = (t.to(device) for t in mnist_split("train", size))
-    val_pix, val_y = (t.to(device) for t in mnist_split("val", size))
+    train_pix, train_y = mnist_split("train", size)
+    val_pix, val_y = mnist_split("val", size)
+    facts = {"train_images": len(train_y), "val_images": len(val_y)}
+    if words:
+        tiles = cfg.model.vision.max_tiles
+        (wx, wy), (vx, vy) = (printed_words(n, size, split, tiles) for n, split in ((TRAIN_WORDS, "train"), (VAL_WORDS, "val")))
+        train_pix, train_y = torch.cat([train_pix, wx]), torch.cat([train_y, wy])
+        val_pix, val_y = torch.cat([val_pix, vx]), torch.cat([val_y, vy])
+        facts.update(train_words=TRAIN_WORDS, val_words=VAL_WORDS, vocabulary=len(TASK_WORDS))
+    train_pix, train_y, val_pix, val_y = (t.to(device) for t in (train_pix, train_y, val_pix, val_y))
 
     def loss(step: int) -> torch.Tensor:
         pix, y = _batch(train_pix, train_y, stage.batch_size, cfg.train.seed, step)
         return F.cross_entropy(classifier(pix), y)
 
-    def validate(chunk: int = 256) -> dict[str, float]:      # unshifted digits
+    def validate(chunk: int = 256) -> dict[str, float]:      # unshifted
         logits = torch.cat([classifier(val_pix[i:i + chunk]) for i in range(0, len(val_pix), chunk)])
-        return {"val/loss": float(F.cross_entropy(logits, val_y)),
-                "val/accuracy": 100.0 * float((logits.argmax(-1) == val_y).float().mean())}
+        right = (logits.argmax(-1) == val_y).float()
+        metrics = {"val/loss": float(F.cross_entropy(logits, val_y)),
+                   "val/accuracy": 100.0 * float(right[val_y < 10].mean())}      # digits
+        if words:
+            metrics["val/word_accuracy"] = 100.0 * float(right[val_y >= 10].mean())
+        return metrics
 
-    return StandIn(module=classifier, loss=loss, validate=validate, headline="val/accuracy", chance=10.0,
-                   facts={"train_images": len(train_y), "val_images": len(val_y)})
+    return StandIn(module=classifier, loss=loss, validate=validate, headline="val/accuracy", chance=10.0, facts=facts)
