@@ -88,7 +88,7 @@ class ModelConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
-    dtype: Literal["float32", "bfloat16"] = "float32"   # fp32 on CPU: bf16 there is emulated or, with AMX, slower per tiny step (README)
+    dtype: Literal["float32", "bfloat16"] = "float32"   # fp32 on CPU (bf16 there is emulated, or slower: README)
 
 
 # ---------------------------------------------------------------------------------------------- data

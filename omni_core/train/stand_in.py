@@ -9,9 +9,9 @@ that encoder frozen, as the paper keeps SigLIP in stage 1a.
 
 `stages.<name>.objective` picks the stand-in (`BUILDERS`): `digit_classification` or
 `digit_word_classification` (the vision tower, `vision_stand_in.py`) or `speech_ctc` (the audio encoder,
-`audio_stand_in.py`). Each builds a `StandIn`; this module runs it like every stage: it trains only its encoder's lr, resumes from
-`checkpoints/<name>/state`, logs `train/loss` and the held-out metrics with dvclive, and exports the
-whole model (the head is dropped) to `checkpoints/<name>/model`.
+`audio_stand_in.py`). Each builds a `StandIn`; this module runs it like every stage: it trains only its
+encoder's lr, resumes from `checkpoints/<name>/state`, logs `train/loss` and the held-out metrics with
+dvclive, and exports the whole model (the head is dropped) to `checkpoints/<name>/model`.
 """
 from __future__ import annotations
 

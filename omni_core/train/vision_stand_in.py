@@ -82,7 +82,8 @@ def digit_stand_in(cfg: Config, stage: StageConfig, model: nn.Module, device: to
     facts = {"train_images": len(train_y), "val_images": len(val_y)}
     if words:
         tiles = cfg.model.vision.max_tiles
-        (wx, wy), (vx, vy) = (printed_words(n, size, split, tiles) for n, split in ((TRAIN_WORDS, "train"), (VAL_WORDS, "val")))
+        (wx, wy), (vx, vy) = (printed_words(n, size, split, tiles)
+                              for n, split in ((TRAIN_WORDS, "train"), (VAL_WORDS, "val")))
         train_pix, train_y = torch.cat([train_pix, wx]), torch.cat([train_y, wy])
         val_pix, val_y = torch.cat([val_pix, vx]), torch.cat([val_y, vy])
         facts.update(train_words=TRAIN_WORDS, val_words=VAL_WORDS, vocabulary=len(TASK_WORDS))
