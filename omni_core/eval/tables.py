@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .metrics import METRICS, TABLES, one_answer_for_all, task_spec
+from .metrics import METRICS, TABLES, higher_is_better, one_answer_for_all, task_spec
 from .reported import LABEL, SOURCE, reported
 
 _TITLES = {"text": "Text", "image": "Image", "video": "Video", "audio": "Audio", "omni": "Omni (image + audio)"}
 _UNITS = {**{k: m.label for k, m in METRICS.items()}, "perplexity": "perplexity"}
-_HIGHER = {**{k: m.higher_is_better for k, m in METRICS.items()}, "perplexity": False}
 
 
 def load_results(metrics_dir: str | Path) -> dict:
@@ -53,7 +52,7 @@ def beats_chance(res: dict, metric: str) -> str:
         return "–"
     if one_answer_for_all(res):
         return "no (one answer for all)"
-    return "yes" if (res[metric] > chance if _HIGHER[metric] else res[metric] < chance) else "no"
+    return "yes" if (res[metric] > chance if higher_is_better(metric) else res[metric] < chance) else "no"
 
 
 def measured_table(table: dict) -> str:
