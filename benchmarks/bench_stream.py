@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from omni_core.config import REPO_ROOT, load_config  # noqa: E402
 from omni_core.data.sources.speech import flite  # noqa: E402
+from omni_core.eval.runner import cpu_model  # noqa: E402
 from omni_core.stream import OmniSession, load_model  # noqa: E402
 from omni_core.vad import VAD_SUBDIR, load_or_train_vad  # noqa: E402
 
@@ -120,7 +120,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "stream.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    result = {"device": args.device, "cpu": platform.processor() or platform.machine(), "threads": args.threads,
+    result = {"device": args.device, "cpu": cpu_model(), "threads": args.threads,
               "turns": args.turns, "repeats": args.repeats, "chunk_seconds": CHUNK, "camera_fps": CAMERA_FPS, "profiles": {}}
     for profile in args.profiles:
         try:
