@@ -48,7 +48,7 @@ import matplotlib.pyplot as plt
 from omni_core import load_config
 from omni_core.plots import plot_stage_loss
 from omni_core.train.launch import train
-from omni_core.train.stages import trainable_summary
+from omni_core.train.stages import stage_dir, trainable_summary
 
 cfg = load_config(params, profile=profile or None)
 st = cfg.stage(stage)
@@ -74,8 +74,13 @@ summary = train(stage, params=params, profile=profile or None, log_file=f"{cfg.t
 
 # %% [markdown]
 # ## Loss on this stage's own data
-# Training loss per step and validation loss on held-out samples of the same mixture.
+# Training loss per step and validation loss on held-out samples of the same mixture. A stage the
+# profile disables (small and full skip the stand-ins their pretrained weights replace) trains nothing:
+# it records in `checkpoints/<stage>/model/skipped.json` which checkpoint the next stage starts from.
 
 # %%
-plot_stage_loss(cfg, stage)
-plt.show()
+if st.enabled:
+    plot_stage_loss(cfg, stage)
+    plt.show()
+else:
+    print(f"{stage} is disabled in profile {cfg.profile}:", (stage_dir(cfg, stage) / "model" / "skipped.json").read_text())

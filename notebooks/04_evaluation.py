@@ -17,6 +17,11 @@
 # after multimodal training (the paper's claim that text ability is kept). Each metric is shown
 # beside its chance or trivial-baseline level, computed from the training data (majority answer,
 # best fixed sentence, unigram model), because a tiny model's number means nothing without it.
+# With a few hundred test samples a task's lead over chance is itself noisy, so each comes with a 95 %
+# interval from a paired bootstrap over the test samples (the model's and the baseline's answers
+# resampled together): "beats chance: yes" means the whole interval is above 0, "within noise" that the
+# model is ahead by less. Samples that repeat an item (the same clip and question: spoken_qa's 300
+# test samples hold 37 distinct clips, asr's 254) are resampled together, as one item.
 #
 # Batch size, dtype, attention kind and seed are recorded with the results: peers' users fight
 # numbers that change with them. The paper's published numbers for the 7B model are printed beside

@@ -68,15 +68,17 @@ plots.plot_staging_ablation(staging, out / "ablation_staging")
 # ## Seeds
 # The staged recipe after the stand-ins (stages 1a to 2_sft) trained again with `train.seed` = 1 and 2
 # from the same stand-in checkpoints; seed 0 is the main run. The seed fixes the fresh weights, the data
-# order and the packing, so each arm is another draw of the same experiment. With 100 test samples per
-# task, one answer is one point: a task whose worst draw is at or below chance has not shown that it
-# beats chance, whatever its best draw says.
+# order and the packing, so each arm is another draw of the same experiment. A task whose worst draw is
+# at or below chance has not shown that it beats chance, whatever its best draw says. "Clearly" counts the draws whose lead survives resampling
+# the test set (the 95 % paired-bootstrap interval of the margin is above 0, see notebook 04).
 
 # %%
 seeds = collect_seeds([Path(ablation_dir) / "staging", Path(ablation_dir) / "seeds"])
 print(f"{'task':20s} {'metric':10s} {'min':>7s} {'mean':>7s} {'max':>7s} {'chance':>7s}  above chance")
-for r in seed_summary(seeds["seeds"], seeds["chance"]):
+for r in seed_summary(seeds["seeds"], seeds["chance"], seeds["margins"]):
     above = f"{r['above_chance']}/{r['seeds']} (worst lead {r['worst_margin']:+.1f})" if "above_chance" in r else "-"
+    if "clearly_above_chance" in r:
+        above += f", clearly {r['clearly_above_chance']}/{r['seeds']}"
     chance = f"{r['chance']:7.1f}" if r["chance"] is not None else f"{'-':>7s}"
     print(f"{r['task']:20s} {r['metric']:10s} {r['min']:7.1f} {r['mean']:7.1f} {r['max']:7.1f} {chance}  {above}")
-plots.plot_seed_spread(seeds["seeds"], seeds["chance"], out / "ablation_seeds")
+plots.plot_seed_spread(seeds["seeds"], seeds["chance"], out / "ablation_seeds", seeds["margins"])

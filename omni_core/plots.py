@@ -132,6 +132,22 @@ def headline_rows(results: Mapping) -> list[tuple[str, str, str, float, float | 
     return rows
 
 
+def _margin_whiskers(rows, tasks: Mapping) -> list[list[float]] | None:
+    """Asymmetric x-errors that put each bar's whisker on chance + the margin's 95 % interval (the runner's
+    `margin_ci95`); None when no task has one (results from before the intervals were recorded)."""
+    lo, hi = [], []
+    for _, task, metric, value, chance, higher in rows:
+        ci = tasks[task].get("margin_ci95", {}).get(metric)
+        if ci is None or chance is None:
+            lo.append(0.0)
+            hi.append(0.0)
+            continue
+        a, b = (chance + ci[0], chance + ci[1]) if higher else (chance - ci[1], chance - ci[0])
+        lo.append(max(value - a, 0.0))
+        hi.append(max(b - value, 0.0))
+    return [lo, hi] if any(lo) or any(hi) else None
+
+
 def plot_metric_vs_chance(results: Mapping, out: str | Path) -> list[Path]:
     """Horizontal bars: measured (coloured by table) and chance (grey) for every task; perplexity apart."""
     rows = headline_rows(results)
@@ -144,16 +160,17 @@ def plot_metric_vs_chance(results: Mapping, out: str | Path) -> list[Path]:
                              layout="constrained")
     ax = axes[0, 0]
     ys = range(len(pct))
+    tasks = {t: res for tab in results.get("tables", {}).values() for t, res in tab.get("tasks", {}).items()}
     ax.barh([y + 0.2 for y in ys], [r[3] for r in pct], height=0.4, label="measured",
-            color=[_TABLE_COLORS[r[0]] for r in pct])
+            color=[_TABLE_COLORS[r[0]] for r in pct], xerr=_margin_whiskers(pct, tasks), ecolor="0.25",
+            error_kw={"lw": 0.8, "capsize": 2})
     ax.barh([y - 0.2 for y in ys], [r[4] or 0 for r in pct], height=0.4, color="0.9", edgecolor="0.5",
             hatch="///", lw=0.5, label="chance")
-    tasks = {t: res for tab in results.get("tables", {}).values() for t, res in tab.get("tasks", {}).items()}
     constant = {t for t, res in tasks.items() if one_answer_for_all(res)}
     ax.set_yticks(list(ys), [f"{r[1]} ({METRICS[r[2]].label}{'' if r[5] else ' ↓'})"
                              f"{', one answer for all' if r[1] in constant else ''}" for r in pct], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("score (0-100; ↓ = lower is better)")
+    ax.set_xlabel("score (0-100; ↓ = lower is better); whiskers: 95 % interval of the margin over chance")
     tables = dict.fromkeys(r[0] for r in pct)
     handles = [matplotlib.patches.Patch(color=_TABLE_COLORS[t], label=f"measured ({t})") for t in tables]
     chance = matplotlib.patches.Patch(facecolor="0.9", edgecolor="0.5", hatch="///", label="chance (trivial baseline)")
@@ -244,12 +261,13 @@ def plot_staging_ablation(per_task: Mapping[str, Mapping[str, float]], out: str 
 
 
 def plot_seed_spread(per_seed: Mapping[int, Mapping[str, float]], chance: Mapping[str, float],
-                     out: str | Path) -> list[Path]:
+                     out: str | Path, margins: Mapping[int, Mapping[str, list[float]]] | None = None) -> list[Path]:
     """One row per task (0-100 metrics; perplexity, on another scale, is left out): a dot per seed, the
-    seeds' range as a line, chance as a grey bar. Input: :func:`omni_core.eval.ablation.collect_seeds`."""
+    seeds' range as a line, chance as a grey bar; with ``margins`` the label also counts the seeds clearly
+    above chance. Input: :func:`omni_core.eval.ablation.collect_seeds`."""
     from .eval.ablation import seed_summary
 
-    rows = [r for r in seed_summary(dict(per_seed), dict(chance)) if r["metric"] in METRICS]
+    rows = [r for r in seed_summary(dict(per_seed), dict(chance), dict(margins or {})) if r["metric"] in METRICS]
     if not rows:
         raise ValueError("plot_seed_spread: no task results; run the seeds arms (make ablations) first")
     seeds = list(per_seed)
@@ -263,10 +281,12 @@ def plot_seed_spread(per_seed: Mapping[int, Mapping[str, float]], chance: Mappin
             if r["task"] in per_seed[seed]:
                 ax.plot(per_seed[seed][r["task"]], y, "o", ms=5, color=colors[seed], alpha=0.85)
     labels = [f"{r['task']} ({METRICS[r['metric']].label}{'' if r['higher_is_better'] else ' ↓'})"
-              + (f"  {r['above_chance']}/{r['seeds']}" if "above_chance" in r else "") for r in rows]
+              + (f"  {r['above_chance']}/{r['seeds']}" if "above_chance" in r else "")
+              + (f" ({r['clearly_above_chance']} clearly)" if "clearly_above_chance" in r else "") for r in rows]
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("score (0-100; ↓ = lower is better); k/N = seeds above chance")
+    ax.set_xlabel("score (0-100; ↓ = lower is better); k/N = seeds above chance"
+                  + ("; clearly = the margin's 95 % interval above 0" if margins else ""))
     handles = [matplotlib.lines.Line2D([], [], ls="", marker="o", color=colors[s], label=f"seed {s}") for s in seeds]
     handles.append(matplotlib.patches.Patch(facecolor="0.92", edgecolor="0.6", hatch="///", label="chance"))
     fig.legend(handles=handles, fontsize=8, frameon=False, loc="outside lower center", ncol=len(handles))

@@ -67,6 +67,42 @@ def test_baselines():
     assert scores["wer"] == 0.0 and "a b c" in what
 
 
+@pytest.mark.parametrize("metric", list(M.METRICS))
+def test_sample_stats_sum_to_the_corpus_metric(metric):
+    """The bootstrap resamples per-sample statistics: summed, they must give exactly the corpus metric."""
+    preds = ["the red cat sat", "", "A seven.", "blue square on top", "STORE", "p i r"]
+    refs = ["the red hat sat down", "one two", "seven", "a blue square", "STORE.", "p a i r"]
+    stats = M.sample_stats(metric, preds, refs)
+    assert stats.shape[0] == len(refs)
+    assert M.score_from_stats(metric, stats.sum(0)) == pytest.approx(M.METRICS[metric].fn(preds, refs), abs=1e-9)
+    sub = [0, 3, 5]       # and so must any subset (what one resample is)
+    assert M.score_from_stats(metric, stats[sub].sum(0)) == pytest.approx(
+        M.METRICS[metric].fn([preds[i] for i in sub], [refs[i] for i in sub]), abs=1e-9)
+
+
+def test_margin_ci_is_paired_and_oriented():
+    refs = [f"w{i}" for i in range(100)]
+    ours = [r if i < 30 else "x" for i, r in enumerate(refs)]        # right on 30
+    base = [r if i < 25 else "x" for i, r in enumerate(refs)]        # right on 25, all of them also ours
+    lo, hi = M.margin_ci("accuracy", ours, base, refs)
+    # paired: only the 5 samples where the two differ vary, so +5 points is clearly above 0 here
+    # (unpaired intervals of 30 % and 25 % would overlap widely)
+    assert 0 < lo < 5 < hi < 12
+    assert M.margin_ci("accuracy", ours, base, refs) == (lo, hi)      # seeded
+    assert M.margin_ci("accuracy", base, base, refs) == (0.0, 0.0)
+    lo, hi = M.margin_ci("accuracy", base, ours, refs)
+    assert hi < 0
+    # WER is lower-is-better: fewer errors than the baseline is a positive margin
+    lo, hi = M.margin_ci("wer", ours, ["x"] * 100, refs)
+    assert lo > 0
+    # the same 100 answers, but only 20 distinct items each asked 5 times: less evidence, a wider interval
+    items = [i // 5 for i in range(100)]
+    grouped = M.margin_ci("accuracy", ours, base, refs, groups=items)
+    alone = M.margin_ci("accuracy", ours, base, refs)
+    assert grouped[1] - grouped[0] > 1.5 * (alone[1] - alone[0])
+    assert M.margin_ci("accuracy", ours, base, refs, groups=list(range(100))) == alone   # all distinct: no change
+
+
 def test_task_registry_covers_interface_tasks():
     tasks = ("image_caption image_vqa ocr highres_read video_caption video_qa asr spoken_qa omni_image_speech "
              "omni_continuation text_instruct text_lm asr_real").split()
@@ -84,12 +120,19 @@ def test_reported_numbers_stay_apart_from_measured():
     assert (mmlu.value, mmlu.paper_table) == (65.3, 1)
     assert {r.paper_table for rows in reported.REPORTED.values() for r in rows} <= {0, 1, 2, 3, 4, 5, 6, 7}
     measured = {"settings": {"batch_size": 8}, "tables": {"image": {"tasks": {
-        "image_vqa": {"accuracy": 41.0, "chance": {"accuracy": 24.0}, "n": 50, "distinct_answers": 12},
+        "image_vqa": {"accuracy": 41.0, "chance": {"accuracy": 24.0}, "margin_ci95": {"accuracy": [5.0, 29.0]},
+                      "n": 50, "distinct_answers": 12},
+        "highres_read": {"accuracy": 9.0, "chance": {"accuracy": 4.0}, "margin_ci95": {"accuracy": [-1.0, 11.0]},
+                         "n": 50, "distinct_answers": 9},
         "ocr": {"accuracy": 5.0, "cer": 80.0, "chance": {"accuracy": 3.0, "cer": 90.0}, "n": 50, "distinct_answers": 1}}}}}
     md = tables.render_markdown(measured)
     image = md.split("## Image")[1].split("## Video")[0]
     ours, paper = image.split("Reported (paper):")
-    assert "| VQA (`image_vqa`) | Acc. (%) | 41.0 | 24.0 | yes | 12 | 50 |" in ours and "MMBench" not in ours
-    # a constant answer that scores above the training majority is still a constant
-    assert "| OCR (`ocr`) | Acc. (%) | 5.0 | 3.0 | no (one answer for all) | 1 | 50 |" in ours
+    assert "| VQA (`image_vqa`) | Acc. (%) | 41.0 | 24.0 | +17.0 [+5.0, +29.0] | yes | 12 | 50 |" in ours
+    assert "MMBench" not in ours
+    # better than chance, but a resampled test set could erase the margin
+    assert "| 9.0 | 4.0 | +5.0 [-1.0, +11.0] | within noise | 9 | 50 |" in ours
+    # a constant answer that scores above the training majority is still a constant; lower-is-better margins
+    assert "| OCR (`ocr`) | Acc. (%) | 5.0 | 3.0 | +2.0 | no (one answer for all) | 1 | 50 |" in ours
+    assert "| OCR (`ocr`) | CER (%) | 80.0 | 90.0 | +10.0 | no (one answer for all) | 1 | 50 |" in ours
     assert "| MMBench | Acc. (%) | 76.2 | Table 2 |" in paper and "image_vqa" not in paper

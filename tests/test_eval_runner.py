@@ -282,13 +282,17 @@ def test_seed_arms_are_collected_and_summarised(tmp_path):
             "seeds/staged-seed2": (2, {"image_vqa": 28.0, "asr": 91.0, "text_lm": 31.0})}
     for rel, (seed, measured) in arms.items():
         (tmp_path / rel).mkdir(parents=True)
+        # the margin's interval: asr clearly ahead in seed 0 only; seed 2 (recorded before intervals) has none
+        ci = {"asr": [12.0, 45.0] if seed == 0 else [-3.0, 50.0]} if seed != 2 else None
         (tmp_path / rel / "result.json").write_text(json.dumps(
-            {"arm": rel.split("/")[1].split("-")[0], "seed": seed, "measured": measured, "chance": chance}))
+            {"arm": rel.split("/")[1].split("-")[0], "seed": seed, "measured": measured, "chance": chance,
+             **({"margin_ci95": ci} if ci else {})}))
     got = ablation.collect_seeds([tmp_path / "staging", tmp_path / "seeds", tmp_path / "absent"])
     assert list(got["seeds"]) == [0, 1, 2] and got["seeds"][0]["image_vqa"] == 35.0 and got["chance"] == chance
-    rows = {r["task"]: r for r in ablation.seed_summary(got["seeds"], got["chance"])}
+    rows = {r["task"]: r for r in ablation.seed_summary(got["seeds"], got["chance"], got["margins"])}
     assert list(rows) == [t for t in ablation.TASKS if t in chance]
     vqa, asr, ppl = rows["image_vqa"], rows["asr"], rows["text_lm"]
     assert (vqa["min"], vqa["max"], vqa["above_chance"], vqa["worst_margin"]) == (28.0, 35.0, 1, -2.0)  # a tie is not a win
     assert (asr["above_chance"], asr["worst_margin"], asr["higher_is_better"]) == (2, -1.0, False)      # WER: lower wins
     assert ppl["above_chance"] == 3 and ppl["mean"] == pytest.approx(94 / 3)
+    assert asr["clearly_above_chance"] == 1 and "clearly_above_chance" not in vqa   # no interval recorded for vqa

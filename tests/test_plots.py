@@ -46,7 +46,8 @@ def test_loss_curves_reads_dvclive_logs(tmp_path):
 RESULTS = {"tables": {
     "text": {"tasks": {"text_lm": {"perplexity": 12.0, "perplexity_before": 11.0, "chance": {"perplexity": 90.0}}}},
     "image": {"tasks": {"image_vqa": {"accuracy": 60.0, "chance": {"accuracy": 25.0}, "n": 8}}},
-    "audio": {"tasks": {"asr": {"wer": 40.0, "cer": 20.0, "chance": {"wer": 80.0, "cer": 60.0}, "n": 8}}},
+    "audio": {"tasks": {"asr": {"wer": 40.0, "cer": 20.0, "chance": {"wer": 80.0, "cer": 60.0}, "n": 8,
+                                "margin_ci95": {"wer": [30.0, 50.0], "cer": [20.0, 60.0]}}}},
 }}
 
 
@@ -56,6 +57,9 @@ def test_metric_vs_chance(tmp_path):
         ("text_lm", "perplexity", 12.0, 90.0, False), ("image_vqa", "accuracy", 60.0, 25.0, True),
         ("asr", "wer", 40.0, 80.0, False)]
     _check(plots.plot_metric_vs_chance(RESULTS, tmp_path / "chance"))
+    # whiskers on chance + the margin's interval: WER 80 - [30, 50] = [30, 50] around the measured 40
+    lo, hi = plots._margin_whiskers(rows[1:], {t: r for tab in RESULTS["tables"].values() for t, r in tab["tasks"].items()})
+    assert (lo, hi) == ([0.0, 10.0], [0.0, 10.0])
 
 
 def test_ablation_plots(tmp_path):
@@ -89,6 +93,7 @@ def test_render_dvc_plots_offline(tmp_path):
 
 def test_seed_spread_plot(tmp_path):
     per_seed = {0: {"image_vqa": 35.0, "asr": 60.0, "text_lm": 30.0}, 1: {"image_vqa": 28.0, "asr": 62.0}}
-    _check(plots.plot_seed_spread(per_seed, {"image_vqa": 30.0, "asr": 90.0}, tmp_path / "seeds"))
+    _check(plots.plot_seed_spread(per_seed, {"image_vqa": 30.0, "asr": 90.0}, tmp_path / "seeds",
+                                  {0: {"asr": [3.0, 40.0]}}))
     with pytest.raises(ValueError, match="no task results"):
         plots.plot_seed_spread({0: {"text_lm": 30.0}}, {}, tmp_path / "none")

@@ -4,6 +4,7 @@ The small-profile checks convert the pip wheels once into models/ (about 45 s, t
 models/) and are skipped when the wheels are not installed.
 """
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -172,8 +173,13 @@ def test_converted_whisper_transcribes_librivox(small):
 
 
 @pytest.mark.slow
-def test_small_profile_builds_every_part_and_runs_audio(small):
+def test_small_profile_builds_every_part_and_runs_audio(small, tmp_path):
     cfg, processor, model = small
+    # the converted LLM is a plain fp32 checkpoint: a model built on it saves like any other (a GGUF
+    # quantization_config left in its config made every stage's export fail)
+    assert "quantization_config" not in json.loads((REPO_ROOT / SMOLLM2_DIR / "config.json").read_text())
+    model.save_pretrained(tmp_path / "export")
+    assert (tmp_path / "export" / "model.safetensors").stat().st_size > 4 * 100e6   # 135M+ fp32 parameters
     assert model.audio_encoder.config.d_model == 384 and model.audio_encoder.config.max_source_positions == 1500
     # the added special tokens get embedding rows drawn like the pretrained ones (HF mean resizing)
     emb = model.get_input_embeddings().weight.detach()

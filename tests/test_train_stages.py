@@ -52,3 +52,30 @@ def test_retraining_a_stage_gives_a_byte_identical_export(tmp_path):
     assert files == sorted(p.relative_to(exports[1]) for p in exports[1].rglob("*") if p.is_file())
     for f in files:
         assert (exports[0] / f).read_bytes() == (exports[1] / f).read_bytes(), f
+
+
+def test_a_disabled_stage_passes_its_start_on(tmp_path):
+    """small and full skip the stand-ins: a disabled stage trains nothing, records which checkpoint the next
+    stage starts from (with its weights' digest, which DVC hashes), and clears its stale dvclive log."""
+    from safetensors.torch import load_file
+
+    from omni_core.train.stages import resolve_init
+
+    data = make_tiny_data(tmp_path / "data", n_train=4, n_val=2)
+    cfg = tiny_cfg(tmp_path, data, steps=1, stages={"0_audio": {"enabled": False}})
+    assert resolve_init(cfg, "1a_image_caption") == "0_vision"
+    stale = tmp_path / "logs" / "0_audio" / "plots" / "metrics" / "train" / "loss.tsv"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("step\tloss\n0\t1.0\n")
+    for name in ("0_text", "0_vision"):
+        train_stage(cfg, name, progress=False)
+    record = train_stage(cfg, "0_audio", progress=False)
+    ckpts = tmp_path / "checkpoints"
+    assert sorted(p.name for p in (ckpts / "0_audio" / "model").iterdir()) == ["skipped.json"]
+    assert json.loads((ckpts / "0_audio" / "model" / "skipped.json").read_text()) == record
+    assert record["next_stage_starts_from"] == "0_vision" and record["init_weights_digest"]
+    assert (ckpts / "0_audio" / "state").is_dir() and not stale.exists()
+    train_stage(cfg, "1a_image_caption", progress=False)     # starts from 0_vision: its frozen tower is 0_vision's
+    before, after = (load_file(ckpts / s / "model" / "model.safetensors") for s in ("0_vision", "1a_image_caption"))
+    tower = [k for k in before if k.startswith("vision_encoder.")]
+    assert tower and all(before[k].equal(after[k]) for k in tower)

@@ -10,8 +10,9 @@ start) versus the recipe's stages. Both start from the tiny profile's stand-ins 
 (steps x batch x grad_accum x seq_len) as the recipe's stages after them.
 
 *Seeds*: the staged arm again with other values of ``train.seed`` (the same stand-ins; the draw of fresh
-weights, data order and sampling after them changes). At 100 test samples per task a tiny score moves by
-several points between draws, so "above chance" is only a claim when it holds in every draw.
+weights, data order and sampling after them changes). A tiny score moves by several points between draws,
+so "above chance" is only a claim when it holds in every draw, and "clearly" when the margin's interval
+(``margin_ci95``) stays above 0 in every draw.
 
 Each arm writes ``<workdir>/<arm>/result.json``; ``collect_*`` read them back for the plots.
 """
@@ -77,9 +78,9 @@ def _write(path: Path, result: dict) -> dict:
     return result
 
 
-def _headlines(results: dict) -> tuple[dict[str, float], dict[str, float]]:
-    """(measured, chance) of each task's headline metric from an ``evaluate`` result."""
-    measured, chance = {}, {}
+def _headlines(results: dict) -> tuple[dict[str, float], dict[str, float], dict[str, list[float]]]:
+    """(measured, chance, margin_ci95) of each task's headline metric from an ``evaluate`` result."""
+    measured, chance, margins = {}, {}, {}
     for table in results["tables"].values():
         for task, res in table["tasks"].items():
             m = task_spec(task).metrics[0]
@@ -87,7 +88,9 @@ def _headlines(results: dict) -> tuple[dict[str, float], dict[str, float]]:
                 measured[task] = res[m]
                 if m in res.get("chance", {}):
                     chance[task] = res["chance"][m]
-    return measured, chance
+                if m in res.get("margin_ci95", {}):
+                    margins[task] = res["margin_ci95"][m]
+    return measured, chance, margins
 
 
 # --------------------------------------------------------------------------------- audio downsampling
@@ -236,9 +239,10 @@ def staging_arm(cfg: Config, arm: str, workdir: str | Path, params: str | Path =
     else:
         ckpt = reuse_checkpoint
     res = evaluate(arm_cfg, ckpt)
-    measured, chance = _headlines(res)
+    measured, chance, margins = _headlines(res)
     return _write(Path(workdir) / name / "result.json",
                   {"arm": arm, "seed": arm_cfg.train.seed, "stages": stages, "measured": measured, "chance": chance,
+                   "margin_ci95": margins,
                    "tokens": sum(arm_cfg.stages[s].steps * arm_cfg.stages[s].batch_size * arm_cfg.stages[s].grad_accum
                                  * arm_cfg.stages[s].seq_len for s in stages),
                    "settings": res["settings"]})
@@ -257,23 +261,27 @@ def collect_staging(workdir: str | Path) -> dict[str, dict[str, float]]:
 
 
 def collect_seeds(workdirs: Iterable[str | Path], arm: str = "staged") -> dict[str, dict]:
-    """``{"seeds": {seed: {task: v}}, "chance": {task: v}}`` from every ``<workdir>/*/result.json`` of
-    ``arm`` (the main run's staged arm is seed 0; ``seeds`` arms add the others)."""
+    """``{"seeds": {seed: {task: v}}, "chance": {task: v}, "margins": {seed: {task: [low, high]}}}`` from every
+    ``<workdir>/*/result.json`` of ``arm`` (the main run's staged arm is seed 0; ``seeds`` arms add the others)."""
     seeds: dict[int, dict[str, float]] = {}
+    margins: dict[int, dict[str, list[float]]] = {}
     chance: dict[str, float] = {}
     for workdir in workdirs:
         for f in sorted(Path(workdir).glob("*/result.json")):
             r = json.loads(f.read_text())
             if r.get("arm") == arm and "seed" in r:
                 seeds[int(r["seed"])] = r["measured"]
+                margins[int(r["seed"])] = r.get("margin_ci95", {})
                 chance.update(r["chance"])
-    return {"seeds": dict(sorted(seeds.items())), "chance": chance}
+    return {"seeds": dict(sorted(seeds.items())), "chance": chance, "margins": dict(sorted(margins.items()))}
 
 
-def seed_summary(per_seed: dict[int, dict[str, float]], chance: dict[str, float]) -> list[dict[str, Any]]:
+def seed_summary(per_seed: dict[int, dict[str, float]], chance: dict[str, float],
+                 margins: dict[int, dict[str, list[float]]] | None = None) -> list[dict[str, Any]]:
     """Per task (in TASKS order): its headline metric's min / mean / max over the seeds, chance, and in how
     many seeds it beats chance (``worst_margin``: the smallest lead over chance, in the metric's units,
-    positive = better; negative when some draw is at or below chance)."""
+    positive = better; negative when some draw is at or below chance). With ``margins`` (``collect_seeds``)
+    also ``clearly_above_chance``: the seeds whose margin's 95 % interval lies above 0."""
     rows = []
     for task in TASKS:
         values = [m[task] for m in per_seed.values() if task in m]
@@ -285,9 +293,12 @@ def seed_summary(per_seed: dict[int, dict[str, float]], chance: dict[str, float]
                                "min": min(values), "mean": sum(values) / len(values), "max": max(values),
                                "chance": chance.get(task)}
         if row["chance"] is not None:
-            margins = [relative_to_chance(v, row["chance"], higher) for v in values]
-            row["above_chance"] = sum(m > 0 for m in margins)
-            row["worst_margin"] = min(margins)
+            leads = [relative_to_chance(v, row["chance"], higher) for v in values]
+            row["above_chance"] = sum(m > 0 for m in leads)
+            row["worst_margin"] = min(leads)
+        intervals = [ci[task] for ci in (margins or {}).values() if task in ci]
+        if intervals:
+            row["clearly_above_chance"] = sum(lo > 0 for lo, _ in intervals)
         rows.append(row)
     return rows
 

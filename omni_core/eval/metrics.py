@@ -25,11 +25,12 @@ import math
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import jiwer
+import numpy as np
 import sacrebleu
 
 _ARTICLES = {"a", "an", "the"}
@@ -234,27 +235,92 @@ def best_fixed_sentence(train_refs: Sequence[str], metric: str, max_candidates: 
     return (max if m.higher_is_better else min)(scored, key=lambda sc: sc[0])[1]
 
 
-def chance_level(task: str, train: tuple[Sequence[str], Sequence[str]],
-                 test: tuple[Sequence[str], Sequence[str]]) -> tuple[dict[str, float], str]:
-    """Scores of the task's trivial baseline on the test split and a description of the baseline.
+def baseline_answers(task: str, train: tuple[Sequence[str], Sequence[str]],
+                     test_questions: Sequence[str]) -> tuple[list[str], str]:
+    """The task's trivial baseline's answer to every test question, and a description of the baseline.
 
-    ``train`` and ``test`` are ``(questions, answers)``. The baseline never sees test answers.
+    ``train`` is ``(questions, answers)``; the baseline never sees test answers.
     """
     spec = task_spec(task)
-    (q_tr, a_tr), (q_te, a_te) = train, test
+    q_tr, a_tr = train
     if spec.baseline == "per_question":
-        preds = per_question_answers(q_tr, a_tr, q_te)
-        what = "most common training answer to the same question"
-    elif spec.baseline == "fixed_sentence":
+        return per_question_answers(q_tr, a_tr, test_questions), "most common training answer to the same question"
+    if spec.baseline == "fixed_sentence":
         headline = next(m for m in spec.metrics if m in METRICS)
         sentence = best_fixed_sentence(a_tr, headline)
-        preds, what = [sentence] * len(a_te), f"fixed sentence {sentence!r}"
-    elif spec.baseline == "majority":
+        return [sentence] * len(test_questions), f"fixed sentence {sentence!r}"
+    if spec.baseline == "majority":
         answer = majority_answer(a_tr)
-        preds, what = [answer] * len(a_te), f"majority answer {answer!r}"
-    else:
-        raise ValueError(f"chance_level: {task!r} uses the {spec.baseline!r} baseline, computed by the runner")
-    return score(task, preds, a_te), what
+        return [answer] * len(test_questions), f"majority answer {answer!r}"
+    raise ValueError(f"baseline_answers: {task!r} uses the {spec.baseline!r} baseline, computed by the runner")
+
+
+def chance_level(task: str, train: tuple[Sequence[str], Sequence[str]],
+                 test: tuple[Sequence[str], Sequence[str]]) -> tuple[dict[str, float], str]:
+    """Scores of the task's trivial baseline on the test split and a description of the baseline."""
+    preds, what = baseline_answers(task, train, test[0])
+    return score(task, preds, test[1]), what
+
+
+# ---------------------------------------------------------------------------- margin over chance
+def sample_stats(metric: str, preds: Sequence[str], refs: Sequence[str]) -> np.ndarray:
+    """Per-sample sufficient statistics of a corpus metric, shape (n, k): any subset of the rows, summed
+    and passed to :func:`score_from_stats`, is the metric of that subset (what a bootstrap resamples).
+
+    Accuracy / exact: (correct, 1). WER / CER: (edits, reference length), from jiwer's alignment.
+    BLEU / chrF: sacrebleu's own sentence statistics (n-gram matches and totals), which it sums for corpus
+    scores; ``tests/test_eval_metrics.py`` checks every metric against its corpus function."""
+    _check(preds, refs, metric)
+    if metric in ("accuracy", "exact"):
+        norm = normalize_answer if metric == "accuracy" else normalize_strict
+        return np.array([[norm(p) == norm(r), 1] for p, r in zip(preds, refs)], dtype=np.float64)
+    if metric in ("wer", "cer"):
+        p, r = _nonempty_refs(preds, refs, metric)
+        process = jiwer.process_words if metric == "wer" else jiwer.process_characters
+        rows = []
+        for o in (process(ri, pi) for pi, ri in zip(p, r)):
+            rows.append([o.substitutions + o.deletions + o.insertions, o.substitutions + o.deletions + o.hits])
+        return np.array(rows, dtype=np.float64)
+    scorer = _SACREBLEU[metric]()
+    return np.array(scorer._extract_corpus_statistics([normalize_transcript(x) for x in preds],
+                                                      [[normalize_transcript(x) for x in refs]]), dtype=np.float64)
+
+
+def score_from_stats(metric: str, totals: np.ndarray) -> float:
+    """The corpus metric from summed :func:`sample_stats` rows."""
+    if metric in ("accuracy", "exact", "wer", "cer"):
+        return 100.0 * float(totals[0]) / float(totals[1])
+    return float(_SACREBLEU[metric]()._compute_score_from_stats([int(round(x)) for x in totals]).score)
+
+
+_SACREBLEU = {"bleu": sacrebleu.metrics.BLEU, "chrf": sacrebleu.metrics.CHRF}
+
+
+def margin_ci(metric: str, preds: Sequence[str], baseline: Sequence[str], refs: Sequence[str],
+              level: float = 0.95, n_resamples: int = 1000, seed: int = 0,
+              groups: Sequence[Hashable] | None = None) -> tuple[float, float]:
+    """Paired-bootstrap interval of the model's margin over its baseline (positive = better), resampling
+    the test samples with the model's and the baseline's answers kept together (Koehn 2004; scipy's
+    percentile bootstrap). A lower bound above 0 is what the tables call *clearly* above chance: with a
+    few hundred samples a few points of accuracy are within what another draw of the test set would move.
+
+    ``groups`` (one key per sample, e.g. its prompt) resamples distinct items instead of samples: a test
+    split that repeats an item (the same clip and question) holds less evidence than its length says."""
+    from scipy.stats import bootstrap
+
+    ours, theirs = sample_stats(metric, preds, refs), sample_stats(metric, baseline, refs)
+    if groups is not None:                   # one row per distinct item: the sum of its samples' statistics
+        keys = {k: i for i, k in enumerate(dict.fromkeys(groups))}
+        index = np.array([keys[k] for k in groups])
+        ours, theirs = (np.stack([st[index == i].sum(0) for i in range(len(keys))]) for st in (ours, theirs))
+    sign = 1.0 if METRICS[metric].higher_is_better else -1.0
+
+    def margin(idx: np.ndarray) -> float:
+        return sign * (score_from_stats(metric, ours[idx].sum(0)) - score_from_stats(metric, theirs[idx].sum(0)))
+
+    res = bootstrap((np.arange(len(ours)),), margin, vectorized=False, confidence_level=level,
+                    n_resamples=n_resamples, method="percentile", rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def one_answer_for_all(res: dict) -> bool:

@@ -5,7 +5,8 @@ implementation and seed, all recorded beside the numbers: peers' users fight sco
 batch size or attention kernel, so ours are checked to be identical at batch size 1 and 8 on CPU.
 
 Per task: the metrics of :data:`omni_core.eval.metrics.TASKS` on the model's answers, and the same
-metrics for the task's trivial baseline (fit on the training split). Held-out text perplexity is
+metrics for the task's trivial baseline (fit on the training split), with a paired-bootstrap 95 % interval
+of the model's margin over it (a few hundred test samples still leave a few points to chance). Held-out text perplexity is
 measured on the checkpoint and on the model *before* multimodal training (``checkpoints/0_text``,
 or the LLM as loaded for profiles that start from a pretrained one), which is the paper's claim
 that multimodal training keeps the text ability.
@@ -26,7 +27,17 @@ import torch
 from omni_core.config import Config
 from omni_core.data.manifest import iter_manifest
 
-from .metrics import TABLES, TASKS, chance_level, normalize_answer, perplexity, score, task_spec, unigram_perplexity
+from .metrics import (
+    TABLES,
+    TASKS,
+    baseline_answers,
+    margin_ci,
+    normalize_answer,
+    perplexity,
+    score,
+    task_spec,
+    unigram_perplexity,
+)
 
 log = logging.getLogger(__name__)
 MEDIA_KEYS = ("pixel_values", "video_values", "audio_features", "audio_window_counts", "audio_token_counts")
@@ -241,7 +252,8 @@ def evaluate(cfg: Config, checkpoint_dir: str | Path, split: str = "test", tasks
     """Evaluate ``checkpoint_dir`` on ``data/prepared/<split>.jsonl``; return and (``write``) save the results.
 
     Returns ``{"settings": {...}, "tables": {table: {"settings", "tasks": {task: {metric: value, "chance":
-    {metric: value}, "baseline": str, "n": int, "distinct_answers": int}}}}, "predictions": {task: [...]}}``. ``model`` /
+    {metric: value}, "margin_ci95": {metric: [low, high]}, "baseline": str, "n": int, "distinct_answers": int}}}},
+    "predictions": {task: [...]}}`` (``margin_ci95``: :func:`omni_core.eval.metrics.margin_ci`). ``model`` /
     ``processor`` skip loading (tests, notebooks holding a model already). ``device`` defaults to the GPU
     when there is one; batch-size invariance is checked on CPU in fp32 (GPU kernels may differ in the
     last bits across batch shapes, which greedy decoding can amplify).
@@ -276,7 +288,13 @@ def evaluate(cfg: Config, checkpoint_dir: str | Path, split: str = "test", tasks
                    "distinct_answers": len({normalize_answer(a) for a in answers})}
             q_tr, a_tr = _baseline_inputs(train, task)
             if a_tr:
-                res["chance"], res["baseline"] = chance_level(task, (q_tr, a_tr), ([s.question for s in samples], refs))
+                base, res["baseline"] = baseline_answers(task, (q_tr, a_tr), [s.question for s in samples])
+                res["chance"] = score(task, base, refs)
+                # how far a resampled test set could move the margin: "clearly above chance" needs low > 0;
+                # samples with the same prompt (the same clip and question) are resampled as one item
+                items = [json.dumps(s.prompt, sort_keys=True) for s in samples]
+                res["margin_ci95"] = {m: list(margin_ci(m, answers, base, refs, seed=cfg.eval.seed, groups=items))
+                                      for m in spec.metrics}
             predictions[task] = [{"id": s.id, "prediction": a, "reference": s.reference}
                                  for s, a in zip(samples, answers)]
         tables.setdefault(spec.table, {"settings": run, "tasks": {}})["tasks"][task] = res

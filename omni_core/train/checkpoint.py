@@ -76,8 +76,10 @@ def stage_inputs(cfg: Config, stage_name: str) -> dict[str, str | None]:
 
     DVC reruns a stage exactly when one of its dependencies changed; a state left from before (`persist`)
     must then not be resumed or, once finished, re-exported as if it were the new result."""
+    from omni_core.train.stages import resolve_init
+
     pkg = Path(__file__).resolve().parents[1]
-    init = cfg.stage(stage_name).init_from
+    init = resolve_init(cfg, stage_name)
     init_dir = Path(cfg.train.checkpoints_dir) / init / "model" if init else None
     data = Path(cfg.data.root)
     return {"init": _digest(list(init_dir.glob("*.safetensors")), init_dir) if init_dir and init_dir.exists() else None,

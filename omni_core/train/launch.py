@@ -125,7 +125,7 @@ def train(stage: str, *, params: str | Path = "params.yaml", profile: str | None
     from omni_core.train.__main__ import LOG_FORMAT, parse_sets
 
     cfg = load_config(params, overrides=parse_sets(list(sets)) or None, profile=profile)
-    if launch or cfg.train.nproc != 1:
+    if (launch or cfg.train.nproc != 1) and cfg.stage(stage).enabled:   # a disabled stage only writes a record
         # nproc from this config, which holds the `sets` (build_command alone would read params without them)
         run(build_command(stage, params=params, profile=profile, sets=sets, **{"nproc": cfg.train.nproc, **launch}),
             log_file=log_file)

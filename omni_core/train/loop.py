@@ -27,7 +27,7 @@ import torch
 from omni_core.config import Config, ConfigError, StageConfig
 from omni_core.train import ds_cpu
 from omni_core.train.batches import StageBatches
-from omni_core.train.stage_run import StageRun, prepare_process
+from omni_core.train.stage_run import StageRun, prepare_process, skip_stage
 from omni_core.train.stages import build_scheduler, count_params, init_model, param_groups
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,8 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
     stage = cfg.stage(name)
     if not stage.enabled:
         log.info("stage %s is disabled in profile %s; skipping", name, cfg.profile)
-        return {"stage": name, "skipped": True}
+        # under a launcher every rank gets here; one writes the record
+        return skip_stage(cfg, name) if int(os.environ.get("RANK", "0")) == 0 else {"stage": name, "skipped": True}
     if stage.objective != "lm":     # an encoder's stand-in pre-training: its own short loop
         from omni_core.train.stand_in import train_stand_in
 

@@ -5,6 +5,7 @@ resumable states and the final HF export. `loop.train_stage` (the language-model
 """
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from collections.abc import Callable
@@ -36,6 +37,34 @@ def truncate_logs(metrics_dir: Path, step: int) -> None:
         header, *rows = tsv.read_text().splitlines()
         col = header.split("\t").index("step")
         tsv.write_text("\n".join([header] + [r for r in rows if int(r.split("\t")[col]) <= step]) + "\n")
+
+
+SKIPPED_FILE = "skipped.json"
+
+
+def skip_stage(cfg: Config, name: str) -> dict[str, Any]:
+    """Stand in for a stage the profile disables: its outs are a record, not a model.
+
+    `checkpoints/<name>/model/skipped.json` names the checkpoint the next stage starts from instead
+    (`stages.resolve_init`) with the digest of its weights, so DVC reruns the stages below when those change;
+    `state/` exists empty and `logs/<name>` loses any dvclive log of an earlier, enabled run (figures and
+    `dvc plots` would show it as this profile's)."""
+    from omni_core.train.stages import resolve_init
+
+    out = stage_dir(cfg, name)
+    init = resolve_init(cfg, name)
+    record = {"stage": name, "profile": cfg.profile, "skipped": True,
+              "next_stage_starts_from": init or "a fresh model built from the config",
+              "init_weights_digest": ckpt.stage_inputs(cfg, name)["init"]}
+    with ckpt.atomic_dir(out / "model") as tmp:
+        (tmp / SKIPPED_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    shutil.rmtree(out / "state", ignore_errors=True)
+    (out / "state").mkdir(parents=True)
+    logs = Path(cfg.train.log_dir) / name
+    shutil.rmtree(logs / "plots", ignore_errors=True)
+    for f in ("metrics.json", "params.yaml"):
+        (logs / f).unlink(missing_ok=True)
+    return record
 
 
 class StageRun:

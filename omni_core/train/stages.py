@@ -152,6 +152,18 @@ def resolve_attn(requested: str) -> str:
     return "sdpa"
 
 
+def resolve_init(cfg: Config, name: str) -> str | None:
+    """The stage whose model `name` starts from: its `init_from`, passed through the stages the profile
+    disables (small and full skip the stand-ins, so 1a starts from what they would have started from)."""
+    init, seen = cfg.stage(name).init_from, [name]
+    while init is not None and not cfg.stage(init).enabled:
+        if init in seen:
+            raise ConfigError(f"stages.{name}.init_from loops through disabled stages: {' -> '.join(seen + [init])}")
+        seen.append(init)
+        init = cfg.stage(init).init_from
+    return init
+
+
 def init_model(cfg: Config, name: str, dtype: torch.dtype | None = None):
     """Model and processor a stage starts from: `checkpoints/<init_from>/model`, or a fresh model.
 
@@ -161,15 +173,15 @@ def init_model(cfg: Config, name: str, dtype: torch.dtype | None = None):
     from omni_core.model import OmniForConditionalGeneration, build_model, load_tokenizer
     from omni_core.processing import OmniProcessor
 
-    stage = cfg.stage(name)
+    stage, init = cfg.stage(name), resolve_init(cfg, name)
     attn = resolve_attn(cfg.model.attn_implementation)
     dtype = dtype or getattr(torch, cfg.model.dtype)
-    if stage.init_from is not None:
-        src = stage_dir(cfg, stage.init_from) / "model"
+    if init is not None:
+        src = stage_dir(cfg, init) / "model"
         if not (src / "config.json").exists():
             raise FileNotFoundError(
-                f"stages.{name}.init_from = {stage.init_from!r} but {src} holds no model; train that stage "
-                f"first: python -m omni_core.train --stage {stage.init_from}")
+                f"stages.{name} starts from {init!r} but {src} holds no model; train that stage "
+                f"first: python -m omni_core.train --stage {init}")
         model = OmniForConditionalGeneration.from_pretrained(src, dtype=dtype, attn_implementation=attn)
         processor = OmniProcessor.from_pretrained(src)
     else:
