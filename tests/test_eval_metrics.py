@@ -101,6 +101,8 @@ def test_margin_ci_is_paired_and_oriented():
     alone = M.margin_ci("accuracy", ours, base, refs)
     assert grouped[1] - grouped[0] > 1.5 * (alone[1] - alone[0])
     assert M.margin_ci("accuracy", ours, base, refs, groups=list(range(100))) == alone   # all distinct: no change
+    assert M.margin_ci("accuracy", ours[:1], base[:1], refs[:1]) is None          # one item: no interval
+    assert M.margin_ci("accuracy", ours[:5], base[:5], refs[:5], groups=[0] * 5) is None
 
 
 def test_task_registry_covers_interface_tasks():
@@ -124,14 +126,17 @@ def test_reported_numbers_stay_apart_from_measured():
                       "n": 50, "distinct_answers": 12},
         "highres_read": {"accuracy": 9.0, "chance": {"accuracy": 4.0}, "margin_ci95": {"accuracy": [-1.0, 11.0]},
                          "n": 50, "distinct_answers": 9},
+        "image_caption": {"chrf": 60.0, "chance": {"chrf": 40.0}, "margin_ci95": {"chrf": None}, "n": 1,
+                          "distinct_answers": 1},
         "ocr": {"accuracy": 5.0, "cer": 80.0, "chance": {"accuracy": 3.0, "cer": 90.0}, "n": 50, "distinct_answers": 1}}}}}
     md = tables.render_markdown(measured)
     image = md.split("## Image")[1].split("## Video")[0]
     ours, paper = image.split("Reported (paper):")
     assert "| VQA (`image_vqa`) | Acc. (%) | 41.0 | 24.0 | +17.0 [+5.0, +29.0] | yes | 12 | 50 |" in ours
     assert "MMBench" not in ours
-    # better than chance, but a resampled test set could erase the margin
+    # better than chance, but a resampled test set could erase the margin; one sample gives no interval
     assert "| 9.0 | 4.0 | +5.0 [-1.0, +11.0] | within noise | 9 | 50 |" in ours
+    assert "| 60.0 | 40.0 | +20.0 | within noise (one item: no interval) | 1 | 1 |" in ours
     # a constant answer that scores above the training majority is still a constant; lower-is-better margins
     assert "| OCR (`ocr`) | Acc. (%) | 5.0 | 3.0 | +2.0 | no (one answer for all) | 1 | 50 |" in ours
     assert "| OCR (`ocr`) | CER (%) | 80.0 | 90.0 | +10.0 | no (one answer for all) | 1 | 50 |" in ours

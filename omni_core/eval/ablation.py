@@ -296,7 +296,7 @@ def seed_summary(per_seed: dict[int, dict[str, float]], chance: dict[str, float]
             leads = [relative_to_chance(v, row["chance"], higher) for v in values]
             row["above_chance"] = sum(m > 0 for m in leads)
             row["worst_margin"] = min(leads)
-        intervals = [ci[task] for ci in (margins or {}).values() if task in ci]
+        intervals = [ci[task] for ci in (margins or {}).values() if ci.get(task) is not None]
         if intervals:
             row["clearly_above_chance"] = sum(lo > 0 for lo, _ in intervals)
         rows.append(row)

@@ -298,14 +298,15 @@ _SACREBLEU = {"bleu": sacrebleu.metrics.BLEU, "chrf": sacrebleu.metrics.CHRF}
 
 def margin_ci(metric: str, preds: Sequence[str], baseline: Sequence[str], refs: Sequence[str],
               level: float = 0.95, n_resamples: int = 1000, seed: int = 0,
-              groups: Sequence[Hashable] | None = None) -> tuple[float, float]:
+              groups: Sequence[Hashable] | None = None) -> tuple[float, float] | None:
     """Paired-bootstrap interval of the model's margin over its baseline (positive = better), resampling
     the test samples with the model's and the baseline's answers kept together (Koehn 2004; scipy's
     percentile bootstrap). A lower bound above 0 is what the tables call *clearly* above chance: with a
     few hundred samples a few points of accuracy are within what another draw of the test set would move.
 
     ``groups`` (one key per sample, e.g. its prompt) resamples distinct items instead of samples: a test
-    split that repeats an item (the same clip and question) holds less evidence than its length says."""
+    split that repeats an item (the same clip and question) holds less evidence than its length says.
+    None for fewer than two items: one item says nothing about how the margin would move."""
     from scipy.stats import bootstrap
 
     ours, theirs = sample_stats(metric, preds, refs), sample_stats(metric, baseline, refs)
@@ -313,6 +314,8 @@ def margin_ci(metric: str, preds: Sequence[str], baseline: Sequence[str], refs: 
         keys = {k: i for i, k in enumerate(dict.fromkeys(groups))}
         index = np.array([keys[k] for k in groups])
         ours, theirs = (np.stack([st[index == i].sum(0) for i in range(len(keys))]) for st in (ours, theirs))
+    if len(ours) < 2:
+        return None
     sign = 1.0 if METRICS[metric].higher_is_better else -1.0
 
     def margin(idx: np.ndarray) -> float:

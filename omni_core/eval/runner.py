@@ -293,8 +293,8 @@ def evaluate(cfg: Config, checkpoint_dir: str | Path, split: str = "test", tasks
                 # how far a resampled test set could move the margin: "clearly above chance" needs low > 0;
                 # samples with the same prompt (the same clip and question) are resampled as one item
                 items = [json.dumps(s.prompt, sort_keys=True) for s in samples]
-                res["margin_ci95"] = {m: list(margin_ci(m, answers, base, refs, seed=cfg.eval.seed, groups=items))
-                                      for m in spec.metrics}
+                cis = {m: margin_ci(m, answers, base, refs, seed=cfg.eval.seed, groups=items) for m in spec.metrics}
+                res["margin_ci95"] = {m: list(ci) if ci is not None else None for m, ci in cis.items()}
             predictions[task] = [{"id": s.id, "prediction": a, "reference": s.reference}
                                  for s, a in zip(samples, answers)]
         tables.setdefault(spec.table, {"settings": run, "tasks": {}})["tasks"][task] = res

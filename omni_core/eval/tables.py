@@ -45,7 +45,8 @@ def _md(header: list[str], rows: list[list[str]]) -> str:
 
 def beats_chance(res: dict, metric: str) -> str:
     """"yes" (the margin's 95 % interval is above 0), "within noise" (better than chance, but a resampled
-    test set could erase the margin), "no", or "–" (no chance level). A run that gives every sample one
+    test set could erase the margin, or a single item gave no interval), "no", or "–" (no chance level).
+    Results recorded before the intervals existed have none and say "yes" for any lead. A run that gives every sample one
     answer never beats chance, whatever its score: a constant that happens to fit the test split better than
     the training majority is still a constant."""
     chance = res.get("chance", {}).get(metric)
@@ -55,8 +56,10 @@ def beats_chance(res: dict, metric: str) -> str:
         return "no (one answer for all)"
     if relative_to_chance(res[metric], chance, higher_is_better(metric)) <= 0:
         return "no"
-    ci = res.get("margin_ci95", {}).get(metric)
-    return "within noise" if ci is not None and ci[0] <= 0 else "yes"
+    cis = res.get("margin_ci95", {})
+    if metric in cis and cis[metric] is None:
+        return "within noise (one item: no interval)"
+    return "within noise" if cis.get(metric) is not None and cis[metric][0] <= 0 else "yes"
 
 
 def _margin(res: dict, metric: str) -> str:
