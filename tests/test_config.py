@@ -112,5 +112,5 @@ def test_overrides_and_unknown_stage_and_missing_profile(params_dir):
 
 
 def test_yaml_exponent_strings_are_read_as_floats(params_dir):
-    (params_dir / "params.yaml").write_text((params_dir / "params.yaml").read_text().replace("3.0e-3", "3e-3"))
-    assert load_config(params_dir / "params.yaml").stage("0_text").lr["llm"] == pytest.approx(3e-3)
+    (params_dir / "params.yaml").write_text((params_dir / "params.yaml").read_text().replace("1.0e-3", "1e-3"))
+    assert load_config(params_dir / "params.yaml").stage("0_text").lr["llm"] == pytest.approx(1e-3)
