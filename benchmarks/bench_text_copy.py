@@ -29,7 +29,7 @@ from omni_core.config import REPO_ROOT, load_config  # noqa: E402
 from omni_core.data.tasks import TASK_WORDS, _instruction  # noqa: E402
 from omni_core.eval.runner import cpu_model  # noqa: E402
 from omni_core.model.omni import omni_config  # noqa: E402
-from omni_core.model.tokenizer import load_tokenizer, prepare_tokenizer  # noqa: E402
+from omni_core.model.tokenizer import load_tokenizer  # noqa: E402
 from omni_core.train.stages import lr_factor  # noqa: E402
 
 
@@ -97,7 +97,7 @@ def main() -> None:
     tok_dir = Path(cfg.data.root) / "tokenizer"
     if not (REPO_ROOT / tok_dir).exists() and not tok_dir.exists():
         raise SystemExit(f"{tok_dir} does not exist: prepare the data first (make data, or dvc repro prepare_data)")
-    tok = prepare_tokenizer(load_tokenizer(tok_dir))
+    tok = load_tokenizer(tok_dir)           # with the chat template and special tokens, as training uses
     arms = [run_arm(cfg, tok, lr, args.steps, args.batch_size, args.eval_every, args.seed) for lr in args.lrs]
     result = {"benchmark": "text_copy", "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
               "score": "teacher-forced exact match %, 256 held-out instructions", "arms": arms,
