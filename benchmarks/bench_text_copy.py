@@ -26,6 +26,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from omni_core.config import REPO_ROOT, load_config  # noqa: E402
+from omni_core.data.collate import pad_collate  # noqa: E402
 from omni_core.data.tasks import TASK_WORDS, _instruction  # noqa: E402
 from omni_core.eval.runner import cpu_model  # noqa: E402
 from omni_core.model.omni import omni_config  # noqa: E402
@@ -43,14 +44,10 @@ def encode(tok, rng: np.random.Generator) -> tuple[list[int], list[int]]:
 
 
 def batch(tok, rng: np.random.Generator, n: int) -> dict[str, torch.Tensor]:
+    """``n`` fresh instructions, right-padded as the pipeline pads (``data.collate.pad_collate``)."""
     rows = [encode(tok, rng) for _ in range(n)]
-    t = max(len(x) for x, _ in rows)
-    out = {"input_ids": torch.zeros(n, t, dtype=torch.long), "labels": torch.full((n, t), -100),
-           "attention_mask": torch.zeros(n, t, dtype=torch.long)}
-    for i, (x, y) in enumerate(rows):
-        out["input_ids"][i, :len(x)], out["labels"][i, :len(y)], out["attention_mask"][i, :len(x)] = (
-            torch.tensor(x), torch.tensor(y), 1)
-    return out
+    return pad_collate([{"input_ids": torch.tensor(x), "labels": torch.tensor(y)} for x, y in rows],
+                       pad_token_id=tok.pad_token_id or 0)
 
 
 @torch.no_grad()

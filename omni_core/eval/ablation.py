@@ -26,7 +26,7 @@ from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
-from omni_core.config import MODULES, Config, load_config
+from omni_core.config import MODULES, Config, StageConfig, load_config
 
 from .metrics import TASKS, higher_is_better, relative_to_chance, task_spec
 
@@ -173,6 +173,11 @@ def stand_in_stages(cfg: Config) -> list[str]:
     return list(takewhile(lambda name: name.startswith("0_"), recipe_stages(cfg)))
 
 
+def stage_tokens(stage: StageConfig) -> int:
+    """A stage's token budget, the unit the staging ablation holds equal: steps x batch x grad_accum x seq_len."""
+    return stage.steps * stage.batch_size * stage.grad_accum * stage.seq_len
+
+
 def joint_stage(cfg: Config) -> dict:
     """Overrides for a ``joint`` stage with the compute of the recipe's stages after the stand-ins: their
     last stage's mixture (every task), each module at the highest lr any of them gives it, starting from
@@ -183,7 +188,7 @@ def joint_stage(cfg: Config) -> dict:
         raise ValueError("no enabled stages after the stand-ins (0_*) in the config; nothing to compare against")
     stages = [cfg.stages[n] for n in names]
     last = stages[-1]
-    tokens = sum(s.steps * s.batch_size * s.grad_accum * s.seq_len for s in stages)
+    tokens = sum(stage_tokens(s) for s in stages)
     seq_len = max(s.seq_len for s in stages)
     mixture: dict[str, float] = {}
     for s in stages:
@@ -243,8 +248,7 @@ def staging_arm(cfg: Config, arm: str, workdir: str | Path, params: str | Path =
     return _write(Path(workdir) / name / "result.json",
                   {"arm": arm, "seed": arm_cfg.train.seed, "stages": stages, "measured": measured, "chance": chance,
                    "margin_ci95": margins,
-                   "tokens": sum(arm_cfg.stages[s].steps * arm_cfg.stages[s].batch_size * arm_cfg.stages[s].grad_accum
-                                 * arm_cfg.stages[s].seq_len for s in stages),
+                   "tokens": sum(stage_tokens(arm_cfg.stages[s]) for s in stages),
                    "settings": res["settings"]})
 
 

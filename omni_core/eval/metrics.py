@@ -296,6 +296,13 @@ def score_from_stats(metric: str, totals: np.ndarray) -> float:
 _SACREBLEU = {"bleu": sacrebleu.metrics.BLEU, "chrf": sacrebleu.metrics.CHRF}
 
 
+def _sum_rows(stats: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
+    """Row i = the sum of the rows of ``stats`` whose ``index`` is i, in one pass (np.add.at adds repeats)."""
+    out = np.zeros((n, stats.shape[1]))
+    np.add.at(out, index, stats)
+    return out
+
+
 def margin_ci(metric: str, preds: Sequence[str], baseline: Sequence[str], refs: Sequence[str],
               level: float = 0.95, n_resamples: int = 1000, seed: int = 0,
               groups: Sequence[Hashable] | None = None) -> tuple[float, float] | None:
@@ -313,7 +320,7 @@ def margin_ci(metric: str, preds: Sequence[str], baseline: Sequence[str], refs: 
     if groups is not None:                   # one row per distinct item: the sum of its samples' statistics
         keys = {k: i for i, k in enumerate(dict.fromkeys(groups))}
         index = np.array([keys[k] for k in groups])
-        ours, theirs = (np.stack([st[index == i].sum(0) for i in range(len(keys))]) for st in (ours, theirs))
+        ours, theirs = (_sum_rows(st, index, len(keys)) for st in (ours, theirs))
     if len(ours) < 2:
         return None
     sign = 1.0 if METRICS[metric].higher_is_better else -1.0

@@ -70,6 +70,12 @@ def _digest(files: list[Path], root: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def init_digest(cfg: Config, init: str | None) -> str | None:
+    """Digest of the weight files of `checkpoints/<init>/model`; None without an init or before it is trained."""
+    init_dir = Path(cfg.train.checkpoints_dir) / init / "model" if init else None
+    return _digest(list(init_dir.glob("*.safetensors")), init_dir) if init_dir and init_dir.exists() else None
+
+
 def stage_inputs(cfg: Config, stage_name: str) -> dict[str, str | None]:
     """Digests of what a stage's weights depend on besides its config: the init checkpoint's weight files,
     the package code that trains (model, train, data, processing, config) and the data manifests.
@@ -79,10 +85,8 @@ def stage_inputs(cfg: Config, stage_name: str) -> dict[str, str | None]:
     from omni_core.train.stages import resolve_init
 
     pkg = Path(__file__).resolve().parents[1]
-    init = resolve_init(cfg, stage_name)
-    init_dir = Path(cfg.train.checkpoints_dir) / init / "model" if init else None
     data = Path(cfg.data.root)
-    return {"init": _digest(list(init_dir.glob("*.safetensors")), init_dir) if init_dir and init_dir.exists() else None,
+    return {"init": init_digest(cfg, resolve_init(cfg, stage_name)),
             "code": _digest([f for pat in _CODE for f in pkg.glob(pat)], pkg),
             "data": _digest([f for f in (data / "train.jsonl", data / "val.jsonl") if f.exists()], data)}
 

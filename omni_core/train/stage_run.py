@@ -55,7 +55,7 @@ def skip_stage(cfg: Config, name: str) -> dict[str, Any]:
     init = resolve_init(cfg, name)
     record = {"stage": name, "profile": cfg.profile, "skipped": True,
               "next_stage_starts_from": init or "a fresh model built from the config",
-              "init_weights_digest": ckpt.stage_inputs(cfg, name)["init"]}
+              "init_weights_digest": ckpt.init_digest(cfg, init)}
     with ckpt.atomic_dir(out / "model") as tmp:
         (tmp / SKIPPED_FILE).write_text(json.dumps(record, indent=1) + "\n")
     shutil.rmtree(out / "state", ignore_errors=True)
