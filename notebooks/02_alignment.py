@@ -18,7 +18,7 @@
 # | stage | trains | why |
 # |---|---|---|
 # | 0 text (tiny only) | LLM | stands in for the pretrained 7B LLM the paper starts from |
-# | 0 vision (tiny, small) | vision encoder + a linear head, on MNIST train-split digit labels and freshly printed words of the tasks' vocabulary | stands in for the pretrained SigLIP: the answer loss alone leaves a random tower at chance on what an image shows |
+# | 0 vision (tiny, small) | vision encoder + linear heads, on MNIST train-split digit labels, freshly printed words of the tasks' vocabulary, and single drawn shapes labelled by shape and by colour | stands in for the pretrained SigLIP: the answer loss alone leaves a random tower at chance on what an image shows |
 # | 0 audio (tiny only) | audio encoder + a linear word-CTC head, on the asr task's train split | stands in for the pretrained Whisper encoder, for the same reason |
 # | 1a image caption | visual projector (tiny: + LLM) | map visual features into the LLM's embedding space with the LLM frozen, so its language ability cannot drift |
 # | 1b image VQA | + vision encoder (tiny: projector + LLM) | VQA/OCR need finer features than captions; captions stay in the mix to limit drift |
@@ -48,6 +48,7 @@ import matplotlib.pyplot as plt
 from omni_core import load_config
 from omni_core.plots import plot_stage_loss
 from omni_core.train.launch import train
+from omni_core.train.stage_run import SKIPPED_FILE
 from omni_core.train.stages import stage_dir, trainable_summary
 
 cfg = load_config(params, profile=profile or None)
@@ -83,4 +84,4 @@ if st.enabled:
     plot_stage_loss(cfg, stage)
     plt.show()
 else:
-    print(f"{stage} is disabled in profile {cfg.profile}:", (stage_dir(cfg, stage) / "model" / "skipped.json").read_text())
+    print(f"{stage} is disabled in profile {cfg.profile}:", (stage_dir(cfg, stage) / "model" / SKIPPED_FILE).read_text())

@@ -23,6 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MODULES = ("vision_encoder", "vision_projector", "video_projector", "audio_encoder", "audio_projector", "llm")
 # stand-in objectives (train/stand_in.py) -> the one module each trains
 STAND_INS = {"digit_classification": "vision_encoder", "digit_word_classification": "vision_encoder",
+             "digit_word_shape_classification": "vision_encoder",
              "speech_ctc": "audio_encoder"}
 
 
@@ -133,9 +134,11 @@ class StageConfig:
     init_video_projector: bool = False   # copy the image projector into the video projector first (paper)
     # "lm": next-token loss on the mixture's answers. The others pre-train one encoder as a stand-in for
     # the paper's pretrained one (train/stand_in.py): "digit_classification" (the vision tower classifies MNIST
-    # train-split digits), "digit_word_classification" (and printed words), "speech_ctc" (the audio encoder
+    # train-split digits), "digit_word_classification" (and printed words), "digit_word_shape_classification"
+    # (and drawn shapes: their shape and colour), "speech_ctc" (the audio encoder
     # transcribes the asr train split with CTC)
-    objective: Literal["lm", "digit_classification", "digit_word_classification", "speech_ctc"] = "lm"
+    objective: Literal["lm", "digit_classification", "digit_word_classification", "digit_word_shape_classification",
+                       "speech_ctc"] = "lm"
 
 
 @dataclass

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # objective -> "module:function" that builds its StandIn (config.STAND_INS names the encoder each trains)
 BUILDERS = {"digit_classification": "omni_core.train.vision_stand_in:digit_stand_in",
             "digit_word_classification": "omni_core.train.vision_stand_in:digit_stand_in",
+            "digit_word_shape_classification": "omni_core.train.vision_stand_in:digit_stand_in",
             "speech_ctc": "omni_core.train.audio_stand_in:speech_stand_in"}
 
 

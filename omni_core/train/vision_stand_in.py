@@ -7,7 +7,12 @@ a val/test digit) with a linear head on its mean-pooled features, each batch shi
 profile's) also reads printed words, as SigLIP can: fresh renderings of the tasks' closed vocabulary, drawn
 as the OCR task draws them and seen as the model sees them (the AnyRes thumbnail), are classes 10 and up
 of the same head; `val/word_accuracy` is measured on other renderings. The OCR task's own images (any
-split) are never used. The recipe then keeps the tower frozen, as the paper keeps SigLIP in stage 1a.
+split) are never used. Objective `digit_word_shape_classification` (the tiny profile's since session 12)
+also knows shapes and colours, as SigLIP does: single drawn shapes (`shape_image`: any size, position and
+colour, never a scene's quadrant layout) with two more softmaxes, one for the shape and one for the colour,
+so the tower learns each attribute on its own (with the twelve pairs as classes, a scratch run's VQA read
+colour and not shape; benchmarks/bench_scene_reading.py compares the objectives); `val/shape_accuracy`
+counts both right. The recipe then keeps the tower frozen, as the paper keeps SigLIP in stage 1a.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from omni_core.train.stand_in import StandIn
 
 MAX_SHIFT = 3     # pixels: random translation, so the tower learns the digit rather than its position
 TRAIN_WORDS, VAL_WORDS = 2000, 400     # renderings of printed words: digits (4,000) keep two thirds of a batch
+TRAIN_SHAPES, VAL_SHAPES = 2000, 400   # drawn shapes (objective digit_word_shape_classification)
 
 
 class DigitClassifier(nn.Module):
@@ -69,37 +75,78 @@ def printed_words(n: int, image_size: int, split: str, max_tiles: int = 4) -> tu
     return to_pixel_values([anyres_tiles(im, image_size, max_tiles)[0] for im in strips]), torch.as_tensor(labels + 10)
 
 
+def drawn_shapes(n: int, image_size: int, split: str, first_label: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` single shapes (`shape_image`: any colour, size and position, never a scene's quadrant layout);
+    the label is `first_label` + shape index * len(COLOURS) + colour index, which `digit_stand_in` splits
+    into the two softmaxes. Each split has its own random stream."""
+    import numpy as np
+
+    from omni_core.data import sources as S
+    from omni_core.model.vision import to_pixel_values
+
+    rng = np.random.default_rng([0x5A9, ("train", "val").index(split)])
+    colours = list(S.COLOURS)
+    labels = rng.integers(len(S.SHAPES) * len(colours), size=n)
+    images = [S.shape_image(S.SHAPES[k // len(colours)], colours[k % len(colours)], image_size, rng) for k in labels]
+    return to_pixel_values(images), torch.as_tensor(labels + first_label)
+
+
 def digit_stand_in(cfg: Config, stage: StageConfig, model: nn.Module, device: torch.device) -> StandIn:
-    """The `StandIn` of objectives `digit_classification` and `digit_word_classification` around
-    `model.vision_encoder`."""
+    """The `StandIn` of objectives `digit_classification`, `digit_word_classification` and
+    `digit_word_shape_classification` around `model.vision_encoder`."""
+    from omni_core.data.sources import COLOURS, SHAPES
     from omni_core.data.tasks import TASK_WORDS
 
-    words = stage.objective == "digit_word_classification"
-    classifier = DigitClassifier(model.vision_encoder, 10 + len(TASK_WORDS) * words).to(device)
+    words = stage.objective in ("digit_word_classification", "digit_word_shape_classification")
+    shapes = stage.objective == "digit_word_shape_classification"
+    first_shape = 10 + len(TASK_WORDS) * words
+    n_shapes, n_colours = len(SHAPES), len(COLOURS)
+    classifier = DigitClassifier(model.vision_encoder, first_shape + (n_shapes + n_colours) * shapes).to(device)
     size = cfg.model.vision.image_size
     train_pix, train_y = mnist_split("train", size)
     val_pix, val_y = mnist_split("val", size)
     facts = {"train_images": len(train_y), "val_images": len(val_y)}
+    extra = []
     if words:
         tiles = cfg.model.vision.max_tiles
-        (wx, wy), (vx, vy) = (printed_words(n, size, split, tiles)
-                              for n, split in ((TRAIN_WORDS, "train"), (VAL_WORDS, "val")))
-        train_pix, train_y = torch.cat([train_pix, wx]), torch.cat([train_y, wy])
-        val_pix, val_y = torch.cat([val_pix, vx]), torch.cat([val_y, vy])
+        extra += [printed_words(n, size, split, tiles) for n, split in ((TRAIN_WORDS, "train"), (VAL_WORDS, "val"))]
         facts.update(train_words=TRAIN_WORDS, val_words=VAL_WORDS, vocabulary=len(TASK_WORDS))
+    if shapes:
+        extra += [drawn_shapes(n, size, split, first_shape) for n, split in ((TRAIN_SHAPES, "train"), (VAL_SHAPES, "val"))]
+        facts.update(train_shapes=TRAIN_SHAPES, val_shapes=VAL_SHAPES)
+    for (tx, ty), (vx, vy) in zip(extra[::2], extra[1::2]):
+        train_pix, train_y = torch.cat([train_pix, tx]), torch.cat([train_y, ty])
+        val_pix, val_y = torch.cat([val_pix, vx]), torch.cat([val_y, vy])
     train_pix, train_y, val_pix, val_y = (t.to(device) for t in (train_pix, train_y, val_pix, val_y))
+
+    def losses(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-sample loss, right): digits and words are one softmax; a drawn shape is two, its shape and
+        its colour, so the tower learns each attribute on its own rather than their pairs."""
+        main = y < first_shape
+        loss, right = torch.zeros(len(y), device=y.device), torch.zeros(len(y), device=y.device)
+        loss[main] = F.cross_entropy(logits[main, :first_shape], y[main], reduction="none")
+        right[main] = (logits[main, :first_shape].argmax(-1) == y[main]).float()
+        if shapes and (~main).any():
+            k = y[~main] - first_shape
+            sl, cl = logits[~main, first_shape:first_shape + n_shapes], logits[~main, first_shape + n_shapes:]
+            loss[~main] = (F.cross_entropy(sl, k // n_colours, reduction="none")
+                           + F.cross_entropy(cl, k % n_colours, reduction="none"))
+            right[~main] = ((sl.argmax(-1) == k // n_colours) & (cl.argmax(-1) == k % n_colours)).float()
+        return loss, right
 
     def loss(step: int) -> torch.Tensor:
         pix, y = _batch(train_pix, train_y, stage.batch_size, cfg.train.seed, step)
-        return F.cross_entropy(classifier(pix), y)
+        return losses(classifier(pix), y)[0].mean()
 
     def validate(chunk: int = 256) -> dict[str, float]:      # unshifted
         logits = torch.cat([classifier(val_pix[i:i + chunk]) for i in range(0, len(val_pix), chunk)])
-        right = (logits.argmax(-1) == val_y).float()
-        metrics = {"val/loss": float(F.cross_entropy(logits, val_y)),
+        per_sample, right = losses(logits, val_y)
+        metrics = {"val/loss": float(per_sample.mean()),
                    "val/accuracy": 100.0 * float(right[val_y < 10].mean())}      # digits
         if words:
-            metrics["val/word_accuracy"] = 100.0 * float(right[val_y >= 10].mean())
+            metrics["val/word_accuracy"] = 100.0 * float(right[(val_y >= 10) & (val_y < first_shape)].mean())
+        if shapes:
+            metrics["val/shape_accuracy"] = 100.0 * float(right[val_y >= first_shape].mean())
         return metrics
 
     return StandIn(module=classifier, loss=loss, validate=validate, headline="val/accuracy", chance=10.0, facts=facts)

