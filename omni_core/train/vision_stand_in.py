@@ -106,15 +106,16 @@ def digit_stand_in(cfg: Config, stage: StageConfig, model: nn.Module, device: to
     train_pix, train_y = mnist_split("train", size)
     val_pix, val_y = mnist_split("val", size)
     facts = {"train_images": len(train_y), "val_images": len(val_y)}
-    extra = []
+    extra = []     # (train, val) pairs of (pixels, labels) beside the digits
     if words:
         tiles = cfg.model.vision.max_tiles
-        extra += [printed_words(n, size, split, tiles) for n, split in ((TRAIN_WORDS, "train"), (VAL_WORDS, "val"))]
+        extra.append((printed_words(TRAIN_WORDS, size, "train", tiles), printed_words(VAL_WORDS, size, "val", tiles)))
         facts.update(train_words=TRAIN_WORDS, val_words=VAL_WORDS, vocabulary=len(TASK_WORDS))
     if shapes:
-        extra += [drawn_shapes(n, size, split, first_shape) for n, split in ((TRAIN_SHAPES, "train"), (VAL_SHAPES, "val"))]
+        extra.append((drawn_shapes(TRAIN_SHAPES, size, "train", first_shape),
+                      drawn_shapes(VAL_SHAPES, size, "val", first_shape)))
         facts.update(train_shapes=TRAIN_SHAPES, val_shapes=VAL_SHAPES)
-    for (tx, ty), (vx, vy) in zip(extra[::2], extra[1::2]):
+    for (tx, ty), (vx, vy) in extra:
         train_pix, train_y = torch.cat([train_pix, tx]), torch.cat([train_y, ty])
         val_pix, val_y = torch.cat([val_pix, vx]), torch.cat([val_y, vy])
     train_pix, train_y, val_pix, val_y = (t.to(device) for t in (train_pix, train_y, val_pix, val_y))
@@ -126,7 +127,7 @@ def digit_stand_in(cfg: Config, stage: StageConfig, model: nn.Module, device: to
         loss, right = torch.zeros(len(y), device=y.device), torch.zeros(len(y), device=y.device)
         loss[main] = F.cross_entropy(logits[main, :first_shape], y[main], reduction="none")
         right[main] = (logits[main, :first_shape].argmax(-1) == y[main]).float()
-        if shapes and (~main).any():
+        if (~main).any():                      # labels from first_shape on are drawn shapes
             k = y[~main] - first_shape
             sl, cl = logits[~main, first_shape:first_shape + n_shapes], logits[~main, first_shape + n_shapes:]
             loss[~main] = (F.cross_entropy(sl, k // n_colours, reduction="none")
