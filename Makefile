@@ -73,6 +73,7 @@ bench: setup
 	$(PY) benchmarks/bench_media_reading.py
 	$(PY) benchmarks/bench_text_copy.py
 	$(PY) benchmarks/bench_scene_reading.py
+	$(PY) benchmarks/bench_audio_reading.py
 	$(PY) benchmarks/bench_small_audio.py
 
 VIDEO ?= data/prepared/media/video/mnist-test-00000.mp4

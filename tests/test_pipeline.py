@@ -1,15 +1,20 @@
 """Both DVC pipelines (dvc.yaml, ablations/dvc.yaml) on the smoke profile, in a temporary copy of the repo.
 
 Runs the real thing (dvc -> papermill -> notebooks -> omni_core), a handful of steps per stage, and
-checks every out, metric and report exists; then that a second `dvc repro` has nothing to do and that
-an evaluation param reruns only evaluation and figures.
+checks every out, metric and report exists; then that a second `dvc repro` has nothing to do, that
+an evaluation param reruns only evaluation and figures, that the local remote restores the outputs, and
+that a `dvc repro` killed in the middle of a training stage resumes it when rerun.
 """
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -19,9 +24,12 @@ from omni_core.config import REPO_ROOT
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
+def _env() -> dict:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+
+
 def _sh(cmd: str, cwd: Path, timeout: int = 900) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    r = subprocess.run(cmd, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(cmd, shell=True, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"{cmd} failed ({r.returncode}):\n{r.stdout[-6000:]}\n{r.stderr[-6000:]}"
     return r.stdout + r.stderr
 
@@ -101,3 +109,46 @@ def test_local_remote_push_and_pull_restore_outputs(smoke_repo, tmp_path):
     assert ckpt.read_bytes() == before
     assert (smoke_repo / "data/prepared/train.jsonl").stat().st_size > 0
     assert "up to date" in _sh("dvc status train_2_sft", smoke_repo)   # eval params were changed above
+
+
+def _saved_steps(state: Path) -> list[int]:
+    return sorted(int(m.group(1)) for p in state.glob("step_*") if (m := re.fullmatch(r"step_(\d+)", p.name)))
+
+
+def test_killed_repro_resumes_the_training_stage(smoke_repo):
+    """The issue's kill test: `dvc repro` SIGKILLed (with its notebook kernel) mid-stage, then rerun,
+    continues from the last saved state instead of step 0. Puts the smoke config back afterwards."""
+    overlay = smoke_repo / "configs/smoke.yaml"
+    original = overlay.read_text()
+    line = next(x for x in original.splitlines() if x.strip().startswith("2_sft:"))
+    steps = 60
+    overlay.write_text(original.replace(line, f"  2_sft: {{steps: {steps}, batch_size: 4, save_every: 10}}"))
+    state, log = smoke_repo / "checkpoints/2_sft/state", smoke_repo / "logs/2_sft/train.log"
+    try:
+        # dvc itself is the child (no shell), so wait() reaps it: DVC's lock file names its PID, and a zombie
+        # left to an init that never reaps would still count as alive and block the rerun
+        proc = subprocess.Popen(["dvc", "repro", "-s", "train_2_sft"], cwd=smoke_repo, env=_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not [s for s in _saved_steps(state) if 20 <= s < steps] and time.monotonic() < deadline:
+            assert proc.poll() is None, "dvc repro ended before the test could kill it"
+            time.sleep(0.05)
+        # the kernel runs in its own session (jupyter_client), so kill the whole process tree, as an OOM kill would
+        victims = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        os.killpg(proc.pid, signal.SIGKILL)
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=30)
+        killed_at = max(s for s in _saved_steps(state) if s < steps)
+        assert killed_at >= 20 and steps not in _saved_steps(state)
+
+        _sh("dvc repro -s train_2_sft", smoke_repo)
+        resumed = re.findall(r"resuming 2_sft from \S+ \(step (\d+)\)", log.read_text())
+        assert resumed and int(resumed[-1]) >= killed_at, log.read_text()[-3000:]
+        assert _saved_steps(state)[-1] == steps
+    finally:
+        overlay.write_text(original)
+        _sh("dvc repro -s train_2_sft", smoke_repo)     # back to the 2-step smoke stage (same weights as before)

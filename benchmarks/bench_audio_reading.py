@@ -1,0 +1,94 @@
+"""Does the LLM hear what the audio encoder hears? Stage 1e's length, side by side, on spoken digits.
+
+The asr task mixes two kinds of sentence: task phrases ("the red circle is at the top left", where a
+template and a few likely words go a long way) and connected digits ("two eight five", where every word
+is one of ten and nothing predicts it). Stage 0_audio's CTC head reads both from the encoder's frames
+(its `val/wer`, ~20 %); whether the LLM reads them through the projector is what stage 1e must teach.
+Each arm trains stage 1e through the pipeline's own code, from the pipeline's `checkpoints/1d_video`
+(the recipe's mixture and learning rates; only `--steps` and the seed change), then transcribes the asr
+test split and reports, per kind of sentence, the word error rate, and for the digit strings how often
+each of the three digits is right (chance: 10 %). Prints JSON (also written to `--out`).
+
+    python benchmarks/bench_audio_reading.py [--steps 120 400] [--seeds 0 1]   # after `make repro`; ~1-2 min an arm
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from omni_core.config import REPO_ROOT, load_config  # noqa: E402
+from omni_core.data.sources import DIGIT_WORDS  # noqa: E402
+from omni_core.eval.ablation import arm_overrides, train_stages  # noqa: E402
+from omni_core.eval.metrics import normalize_transcript, wer  # noqa: E402
+from omni_core.eval.runner import evaluate  # noqa: E402
+
+STAGE, INIT = "1e_audio", "1d_video"
+
+
+def is_digit_string(transcript: str) -> bool:
+    words = normalize_transcript(transcript).split()
+    return len(words) == 3 and all(w in DIGIT_WORDS for w in words)
+
+
+def reading(predictions: list[dict]) -> dict:
+    """WER per kind of sentence, and the share of digit strings with each position's digit right."""
+    digits = [p for p in predictions if is_digit_string(p["reference"])]
+    phrases = [p for p in predictions if not is_digit_string(p["reference"])]
+    right = [0, 0, 0]
+    for p in digits:
+        ref, hyp = normalize_transcript(p["reference"]).split(), normalize_transcript(p["prediction"]).split()
+        for k in range(3):
+            right[k] += len(hyp) > k and hyp[k] == ref[k]
+    return {"digit_strings": len(digits), "phrases": len(phrases),
+            "wer_digit_strings": round(wer([p["prediction"] for p in digits], [p["reference"] for p in digits]), 1),
+            "wer_phrases": round(wer([p["prediction"] for p in phrases], [p["reference"] for p in phrases]), 1),
+            "digit_right_percent_by_position": [round(100 * r / len(digits), 1) for r in right]}
+
+
+def run_arm(workdir: Path, steps: int, seed: int) -> dict:
+    overrides = arm_overrides(workdir, "arm")
+    overrides["train"]["seed"] = seed
+    overrides["stages"] = {STAGE: {"steps": steps}}
+    checkpoints = workdir / "arm" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    shutil.copytree(REPO_ROOT / "checkpoints" / INIT, checkpoints / INIT, ignore=shutil.ignore_patterns("state"))
+    t0 = time.perf_counter()
+    train_stages([STAGE], REPO_ROOT / "params.yaml", overrides)
+    train_s = time.perf_counter() - t0
+    cfg = load_config(REPO_ROOT / "params.yaml", overrides=overrides)
+    res = evaluate(cfg, checkpoints / STAGE / "model", split="test", tasks=["asr"], write=False)
+    task = res["tables"]["audio"]["tasks"]["asr"]
+    return {"train_s": round(train_s, 1), "wer": round(task["wer"], 1), "chance_wer": round(task["chance"]["wer"], 1),
+            **reading(res["predictions"]["asr"])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, nargs="+", default=[120, 400], help="stage 1e lengths to compare")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--out", default="benchmarks/results/audio_reading.json")
+    args = ap.parse_args()
+    if not (REPO_ROOT / "checkpoints" / INIT / "model").exists():
+        raise SystemExit(f"checkpoints/{INIT}/model is missing: run `make repro` (or `dvc repro train_{INIT}`) first")
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "stage": STAGE, "batch": 16, "arms": {}}
+    for seed in args.seeds:
+        for steps in args.steps:
+            with tempfile.TemporaryDirectory(prefix="audio_reading_") as tmp:
+                arm = run_arm(Path(tmp), steps, seed)
+            result["arms"][f"{steps} steps seed {seed}"] = arm
+            print(steps, "steps seed", seed, json.dumps(arm), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
