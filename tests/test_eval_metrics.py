@@ -2,6 +2,7 @@
 import math
 
 import pytest
+import sacrebleu
 
 from omni_core.eval import metrics as M
 
@@ -43,6 +44,25 @@ def test_bleu_chrf():
     assert M.chrf(["abc def"], ["abc def"]) == pytest.approx(100.0)
     assert M.bleu(["zzz yyy"], ["the quick brown fox"]) == pytest.approx(0.0)
     assert 0 < M.chrf(["the quick brown cat"], ["the quick brown fox"]) < 100
+
+
+def test_scorer_with_prepared_references_equals_the_metric():
+    """best_fixed_sentence scores many candidates against the same references through Metric.scorer;
+    chrF's caches the references' n-grams (sacrebleu), the others call the metric: the scores must agree."""
+    refs = ["the red circle is at the top left", "two blue squares", "the digit seven moves up", "Nine."]
+
+    def uncached_chrf(preds, refs):       # sacrebleu's one-call corpus chrF, no reference cache
+        norm = M.normalize_transcript
+        return sacrebleu.corpus_chrf([norm(x) for x in preds], [[norm(x) for x in refs]]).score
+
+    for metric in ("chrf", "bleu", "wer", "accuracy"):
+        scorer = M.METRICS[metric].scorer(refs)
+        direct = uncached_chrf if metric == "chrf" else M.METRICS[metric].fn
+        for preds in (["the red circle"] * 4, refs, ["two blue squares", "", "seven moves", "nine"]):
+            assert scorer(preds) == pytest.approx(direct(preds, refs), abs=1e-9), (metric, preds)
+            assert M.METRICS[metric].fn(preds, refs) == pytest.approx(direct(preds, refs), abs=1e-9)
+    with pytest.raises(ValueError, match="4 references"):
+        M.METRICS["chrf"].scorer(refs)(["one prediction"])
 
 
 def test_perplexity():

@@ -115,8 +115,18 @@ def bleu(preds: Sequence[str], refs: Sequence[str]) -> float:
 def chrf(preds: Sequence[str], refs: Sequence[str]) -> float:
     """Corpus chrF (sacrebleu defaults: character 6-grams, beta 2), 0-100, on normalised text."""
     _check(preds, refs, "chrf")
-    return float(sacrebleu.corpus_chrf([normalize_transcript(x) for x in preds],
-                                       [[normalize_transcript(x) for x in refs]]).score)
+    return chrf_against(refs)(preds)
+
+
+def chrf_against(refs: Sequence[str]) -> Callable[[Sequence[str]], float]:
+    """:func:`chrf` against fixed ``refs`` whose character n-grams are extracted once (sacrebleu's reference
+    cache): scoring many candidate answer lists, as :func:`best_fixed_sentence` does, takes half the time."""
+    cached = sacrebleu.metrics.CHRF(references=[[normalize_transcript(x) for x in refs]])
+
+    def score(preds: Sequence[str]) -> float:
+        _check(preds, refs, "chrf")
+        return float(cached.corpus_score([normalize_transcript(x) for x in preds], None).score)
+    return score
 
 
 def perplexity(total_nll: float, total_tokens: int) -> float:
@@ -140,6 +150,11 @@ class Metric:
     fn: Callable[[Sequence[str], Sequence[str]], float]
     label: str
     higher_is_better: bool
+    against: Callable[[Sequence[str]], Callable[[Sequence[str]], float]] | None = None   # refs -> fn(preds), refs prepared once
+
+    def scorer(self, refs: Sequence[str]) -> Callable[[Sequence[str]], float]:
+        """A function of the predictions alone, for scoring many prediction lists against the same ``refs``."""
+        return self.against(refs) if self.against else (lambda preds: self.fn(preds, refs))
 
 
 METRICS: dict[str, Metric] = {
@@ -148,7 +163,7 @@ METRICS: dict[str, Metric] = {
     "wer": Metric(wer, "WER (%)", False),
     "cer": Metric(cer, "CER (%)", False),
     "bleu": Metric(bleu, "BLEU", True),
-    "chrf": Metric(chrf, "chrF", True),
+    "chrf": Metric(chrf, "chrF", True, against=chrf_against),
 }
 
 
@@ -231,7 +246,8 @@ def best_fixed_sentence(train_refs: Sequence[str], metric: str, max_candidates: 
     m = METRICS[metric]
     candidates = [r for r, _ in Counter(train_refs).most_common(max_candidates)]
     refs = list(train_refs)[::max(1, math.ceil(len(train_refs) / max_refs))]
-    scored = [(m.fn([c] * len(refs), refs), c) for c in candidates]
+    against = m.scorer(refs)
+    scored = [(against([c] * len(refs)), c) for c in candidates]
     return (max if m.higher_is_better else min)(scored, key=lambda sc: sc[0])[1]
 
 
