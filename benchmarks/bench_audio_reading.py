@@ -14,15 +14,16 @@ each of the three digits is right (chance: 10 %). Prints JSON (also written to `
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import os
 import platform
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from arms import run_arms  # noqa: E402  (benchmarks/arms.py)
 
 from omni_core.config import REPO_ROOT, load_config  # noqa: E402
 from omni_core.data.sources import DIGIT_WORDS  # noqa: E402
@@ -78,17 +79,9 @@ def main() -> None:
     args = ap.parse_args()
     if not (REPO_ROOT / "checkpoints" / INIT / "model").exists():
         raise SystemExit(f"checkpoints/{INIT}/model is missing: run `make repro` (or `dvc repro train_{INIT}`) first")
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "stage": STAGE, "batch": 16, "arms": {}}
-    for seed in args.seeds:
-        for steps in args.steps:
-            with tempfile.TemporaryDirectory(prefix="audio_reading_") as tmp:
-                arm = run_arm(Path(tmp), steps, seed)
-            result["arms"][f"{steps} steps seed {seed}"] = arm
-            print(steps, "steps seed", seed, json.dumps(arm), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
-
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "stage": STAGE, "batch": 16}
+    run_arms({f"{steps} steps seed {seed}": functools.partial(run_arm, steps=steps, seed=seed)
+              for seed in args.seeds for steps in args.steps}, result, args.out, prefix="audio_reading_")
 
 if __name__ == "__main__":
     main()

@@ -18,16 +18,18 @@ then scores image_vqa on the 300 test scenes, split by question kind. Chance is 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import shutil
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from arms import run_arms  # noqa: E402  (benchmarks/arms.py)
 
 from omni_core.config import REPO_ROOT, load_config  # noqa: E402
 from omni_core.eval.ablation import arm_overrides, train_stages  # noqa: E402
@@ -87,17 +89,10 @@ def main() -> None:
         raise SystemExit("checkpoints/0_text/model is missing: run `make repro` (or `dvc repro train_0_text`) first")
     kinds = question_kinds(REPO_ROOT / load_config().data.root / "test.jsonl")
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "steps": args.steps, "batch": 16,
-              "test_questions": len(kinds), "arms": {}}
-    for seed in args.seeds:
-        for objective in OBJECTIVES:
-            with tempfile.TemporaryDirectory(prefix="scene_reading_") as tmp:
-                arm = run_arm(Path(tmp), objective, seed, args.steps, kinds)
-            result["arms"][f"{objective} seed {seed}"] = arm
-            print(objective, "seed", seed, json.dumps(arm), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
-
+              "test_questions": len(kinds)}
+    run_arms({f"{objective} seed {seed}": functools.partial(run_arm, objective=objective, seed=seed,
+                                                             steps=args.steps, kinds=kinds)
+              for seed in args.seeds for objective in OBJECTIVES}, result, args.out, prefix="scene_reading_")
 
 if __name__ == "__main__":
     main()
