@@ -24,13 +24,15 @@
 # | 1b image VQA | + vision encoder (tiny: projector + LLM) | VQA/OCR need finer features than captions; captions stay in the mix to limit drift |
 # | 1c image full | + LLM | let the LLM adapt to visual tokens; pure text in the mix keeps its text skills |
 # | 1d video | video projector only (tiny: + LLM) | reuse the aligned image path, learn the temporal pooling |
-# | 1e audio | audio encoder + Conv-GMLP (tiny: Conv-GMLP + LLM, the encoder stays as 0 audio left it) | ASR aligns speech with text while the LLM stays frozen |
+# | 1e audio | audio encoder + Conv-GMLP (tiny: Conv-GMLP + LLM, the encoder stays as 0 audio left it; first the Conv-GMLP alone learns, by CTC over the LLM's own word embeddings, to say each spoken word as the LLM embeds it) | ASR aligns speech with text while the LLM stays frozen |
 # | 1f omni alignment | everything (tiny: but the vision tower and projector, which keep 1a-1c's digits, and the audio encoder) | image, video and audio pairs mixed, so modalities stop competing |
 #
 # The tiny profile departs from the paper where its size forces it (`benchmarks/bench_media_reading.py`
 # measured both): its 4-layer LM cannot be steered by soft tokens while frozen, so it trains in every
 # sub-stage (with captions and text replayed in 1d and 1e), and its encoders, pretrained in stages
-# 0 vision (digits) and 0 audio (CTC transcription), stay frozen from then on. `configs/small.yaml` and
+# 0 vision (digits) and 0 audio (CTC transcription), stay frozen from then on. For the same reason its
+# LM read the spoken digits only after ~300 steps of 1e until the projector got a warm-up of its own
+# (`audio_projector_ctc_steps`, `omni_core/train/projector_ctc.py`). `configs/small.yaml` and
 # `configs/full.yaml` keep the paper's pattern above.
 #
 # `train(...)` runs the stage in this kernel when it takes one process (`train.nproc: 1`, tiny and small);

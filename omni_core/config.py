@@ -132,6 +132,9 @@ class StageConfig:
     eval_every: int = field(default=50, metadata=_range(1))
     val_samples: int = field(default=64, metadata=_range(1))   # val-split samples of the mixture's tasks for val loss
     init_video_projector: bool = False   # copy the image projector into the video projector first (paper)
+    # >0: first train the audio projector alone this many steps with CTC over the LLM's input embeddings
+    # (train/projector_ctc.py; tiny profile: its LM reads soft tokens only once they look like its words)
+    audio_projector_ctc_steps: int = field(default=0, metadata=_range(0))
     # "lm": next-token loss on the mixture's answers. The others pre-train one encoder as a stand-in for
     # the paper's pretrained one (train/stand_in.py): "digit_classification" (the vision tower classifies MNIST
     # train-split digits), "digit_word_classification" (and printed words), "digit_word_shape_classification"
@@ -292,6 +295,10 @@ def _validate(cfg: Config, source: str) -> None:
             if st.mixture:
                 raise ConfigError(f"{source}: stages.{name}.mixture is not used by objective {st.objective} "
                                   f"(it reads its own train split); remove it")
+        if st.audio_projector_ctc_steps and (st.objective != "lm" or st.lr.get("audio_projector", 0) <= 0):
+            raise ConfigError(f"{source}: stages.{name}.audio_projector_ctc_steps warms up the audio projector of "
+                              f"an lm stage that trains it; give stages.{name}.lr.audio_projector an lr > 0 "
+                              f"or set audio_projector_ctc_steps to 0")
         for task, w in st.mixture.items():
             if w < 0:
                 raise ConfigError(f"{source}: stages.{name}.mixture.{task} = {w} must be >= 0")

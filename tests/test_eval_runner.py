@@ -262,6 +262,7 @@ def test_ablation_helpers(setup, tmp_path):
     assert total <= joint["steps"] * per_step < total + per_step
     assert set(joint["mixture"]) == {t for s in stages for t in s.mixture}
     assert joint["lr"]["llm"] == max(s.lr.get("llm", 0) for s in stages)
+    assert joint["audio_projector_ctc_steps"] == tiny.stage("1e_audio").audio_projector_ctc_steps > 0   # same warm-up
     sets = ablation._dotted({"stages": {"joint": joint}, "train": {"checkpoints_dir": "x/y"}})
     assert "train.checkpoints_dir=\"x/y\"" in sets and any(s.startswith("stages.joint.mixture={") for s in sets)
     # the joint stage's overrides load as a valid config

@@ -87,7 +87,8 @@ def tiny_cfg(tmp_path: Path, data_root: Path, stages: dict | None = None, train:
     """params.yaml's stage table with the tiny model above, short stages, and paths in tmp_path."""
     base = load_config(REPO_ROOT / "params.yaml")
     per_stage = {name: {"steps": steps, "batch_size": batch_size, "seq_len": seq_len, "warmup_ratio": 0.0,
-                        "save_every": 1000, "eval_every": 1000, "val_samples": 8} for name in base.stages}
+                        "save_every": 1000, "eval_every": 1000, "val_samples": 8, "audio_projector_ctc_steps": 0}
+                 for name in base.stages}
     for name, over in (stages or {}).items():
         per_stage.setdefault(name, {}).update(over)
     overrides = {"model": TINY_MODEL, "data": {"root": str(data_root)}, "stages": per_stage,

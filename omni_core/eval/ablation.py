@@ -180,8 +180,9 @@ def stage_tokens(stage: StageConfig) -> int:
 
 def joint_stage(cfg: Config) -> dict:
     """Overrides for a ``joint`` stage with the compute of the recipe's stages after the stand-ins: their
-    last stage's mixture (every task), each module at the highest lr any of them gives it, starting from
-    the last stand-in's checkpoint (or fresh, like the recipe's first stage, when there is none)."""
+    last stage's mixture (every task), each module at the highest lr any of them gives it, the same audio
+    projector warm-up, starting from the last stand-in's checkpoint (or fresh, like the recipe's first
+    stage, when there is none)."""
     pre = stand_in_stages(cfg)
     names = recipe_stages(cfg)[len(pre):]
     if not names:
@@ -199,7 +200,7 @@ def joint_stage(cfg: Config) -> dict:
             "steps": math.ceil(tokens / (last.batch_size * last.grad_accum * seq_len)),
             "batch_size": last.batch_size, "grad_accum": last.grad_accum, "seq_len": seq_len,
             "lr": {m: v for m, v in lr.items() if v > 0}, "warmup_ratio": last.warmup_ratio,
-            "packing": last.packing}
+            "packing": last.packing, "audio_projector_ctc_steps": max(s.audio_projector_ctc_steps for s in stages)}
 
 
 def arm_name(arm: str, seed: int | None = None) -> str:

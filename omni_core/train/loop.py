@@ -235,8 +235,16 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
     model, processor = init_model(cfg, name, dtype=torch.float32)
     if cfg.train.lora_rank > 0 and dist.deepspeed and ds_keep is not None:
         raise ConfigError("train.lora_rank > 0 is not supported with ZeRO-3; use configs/deepspeed/zero2.json")
+    if stage.audio_projector_ctc_steps and ds_keep is not None:
+        raise ConfigError(f"stages.{name}.audio_projector_ctc_steps needs whole weights, not ZeRO-3 partitions; "
+                          "use configs/deepspeed/zero2.json or set it to 0")
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    ctc_warmup = {}
+    if stage.audio_projector_ctc_steps and run.state is None:     # before the optimizer copies any weight
+        from omni_core.train.projector_ctc import align_audio_projector
+
+        ctc_warmup = align_audio_projector(cfg, stage, model.to(dist.device), processor.tokenizer, dist.device)
     torch.manual_seed(cfg.train.seed + dist.rank)
     groups = param_groups(model, stage, name)
     counts = count_params(model)
@@ -250,7 +258,7 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
         log.info("resuming %s from %s (step %d)", name, run.state_dir, step)
     run.open_log({"trainable": {k: v["trainable"] for k, v in counts.items()}})
     summary = run.summary
-    summary.update(rank=dist.rank, params=counts, world_size=dist.world_size, backend=cfg.train.backend)
+    summary.update(rank=dist.rank, params=counts, world_size=dist.world_size, backend=cfg.train.backend, **ctc_warmup)
 
     val = data.val_batches()
     if step == 0 and val:
