@@ -69,13 +69,16 @@ class SpeechClips:
                 torch.tensor([self.frames[i] for i in idx]))
 
 
+def best_paths(log_probs: torch.Tensor, frames: torch.Tensor) -> list[list[int]]:
+    """Best path of each (T, B, 1 + V) column: per frame the likeliest symbol, repeats merged, blanks dropped;
+    symbols as 0-based indices of the V non-blank classes."""
+    return [[t - 1 for t in torch.unique_consecutive(log_probs[:n, b].argmax(-1)).tolist() if t != BLANK]
+            for b, n in enumerate(frames.tolist())]
+
+
 def greedy_decode(log_probs: torch.Tensor, frames: torch.Tensor, vocab: list[str]) -> list[str]:
-    """Best path: per frame the likeliest symbol, repeats merged, blanks dropped."""
-    out = []
-    for b, n in enumerate(frames.tolist()):
-        path = torch.unique_consecutive(log_probs[:n, b].argmax(-1)).tolist()
-        out.append(" ".join(vocab[t - 1] for t in path if t != BLANK))
-    return out
+    """Best-path transcripts over a word vocabulary."""
+    return [" ".join(vocab[t] for t in path) for path in best_paths(log_probs, frames)]
 
 
 def speech_stand_in(cfg: Config, stage: StageConfig, model: nn.Module, device: torch.device) -> StandIn:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omni_core.config import Config, StageConfig
-from omni_core.train.audio_stand_in import BLANK, SpeechClips
+from omni_core.train.audio_stand_in import BLANK, SpeechClips, best_paths
 from omni_core.train.stages import build_scheduler
 
 log = logging.getLogger(__name__)
@@ -46,20 +45,11 @@ class ProjectorCTC(nn.Module):
     def forward(self, windows: torch.Tensor, windows_per_clip: list[int], frames: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (T, B, 1 + vocab) log-probs over blank + the LLM's tokens, and each clip's token count."""
-        n = self.model.config.audio_downsample
-        tokens = torch.tensor([math.ceil(int(f) / n) for f in frames])
+        tokens = torch.tensor([self.model.audio_projector.num_output_tokens(int(f)) for f in frames])
         feats = self.model.get_audio_features(windows, torch.tensor(windows_per_clip), tokens)
         table = torch.cat([self.blank, self.model.get_input_embeddings().weight.detach()])
         logits = self.scale * feats @ table.T
         return nn.utils.rnn.pad_sequence(torch.split(logits, tokens.tolist())).log_softmax(-1), tokens
-
-
-def _greedy(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer) -> list[str]:
-    out = []
-    for b, length in enumerate(lengths.tolist()):
-        path = torch.unique_consecutive(log_probs[:length, b].argmax(-1))
-        out.append(tokenizer.decode([int(t) - 1 for t in path if t != BLANK]).strip())
-    return out
 
 
 def align_audio_projector(cfg: Config, stage: StageConfig, model: nn.Module, tokenizer,
@@ -68,8 +58,9 @@ def align_audio_projector(cfg: Config, stage: StageConfig, model: nn.Module, tok
     audio_projector lr, batch size and schedule shape); returns the summary's `projector_ctc_*` entries."""
     a, root = cfg.model.audio, Path(cfg.data.root)
     train, val = (SpeechClips(root / f"{split}.jsonl", a.num_mel_bins, a.window_seconds) for split in ("train", "val"))
-    targets = {id(d): [torch.tensor(tokenizer(" " + t, add_special_tokens=False)["input_ids"]) + 1 for t in d.texts]
-               for d in (train, val)}
+    # the transcripts in the LLM's tokens, shifted past the blank, tokenized once
+    train_tg, val_tg = ([torch.tensor(tokenizer(" " + t, add_special_tokens=False)["input_ids"]) + 1 for t in d.texts]
+                        for d in (train, val))
     ctc = ProjectorCTC(model).to(device)
     trainable = {p: p.requires_grad for p in model.parameters()}
     for p in model.parameters():
@@ -81,9 +72,10 @@ def align_audio_projector(cfg: Config, stage: StageConfig, model: nn.Module, tok
     optimizer = torch.optim.AdamW(params, lr=stage.lr["audio_projector"])
     scheduler = build_scheduler(optimizer, dataclasses.replace(stage, steps=steps))
 
-    def loss_of(data: SpeechClips, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def loss_of(data: SpeechClips, targets: list[torch.Tensor], idx: list[int]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         log_probs, lengths = ctc(*data.batch(idx, device))
-        tg = [targets[id(data)][i] for i in idx]
+        tg = [targets[i] for i in idx]
         loss = F.ctc_loss(log_probs, torch.cat(tg).to(device), lengths, torch.tensor([len(t) for t in tg]),
                           blank=BLANK, zero_infinity=True)
         return loss, log_probs, lengths
@@ -92,8 +84,8 @@ def align_audio_projector(cfg: Config, stage: StageConfig, model: nn.Module, tok
         hyps = []
         with torch.no_grad():
             for lo in range(0, len(val), chunk):
-                _, log_probs, lengths = loss_of(val, list(range(lo, min(lo + chunk, len(val)))))
-                hyps += _greedy(log_probs, lengths, tokenizer)
+                _, log_probs, lengths = loss_of(val, val_tg, list(range(lo, min(lo + chunk, len(val)))))
+                hyps += [tokenizer.decode(path).strip() for path in best_paths(log_probs, lengths)]
         return 100.0 * jiwer.wer(val.texts, hyps)
 
     t0 = time.perf_counter()
@@ -102,7 +94,7 @@ def align_audio_projector(cfg: Config, stage: StageConfig, model: nn.Module, tok
     from tqdm.auto import tqdm
 
     for _ in tqdm(range(steps), desc="audio projector CTC warm-up", leave=False, dynamic_ncols=True):
-        loss = loss_of(train, torch.randint(len(train), (stage.batch_size,), generator=gen).tolist())[0]
+        loss = loss_of(train, train_tg, torch.randint(len(train), (stage.batch_size,), generator=gen).tolist())[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, stage.max_grad_norm if stage.max_grad_norm > 0 else float("inf"))
