@@ -63,7 +63,9 @@ print(f"a {image_side}x{image_side // 2} image -> {len(grid)} tiles (grid + glob
 # ## Video: the same encoder, its own projector
 # Frames are sampled at 1 fps (at most 48) and encoded by the same SigLIP; an extra 2 x 2 pooling
 # before a **separate** video projector (initialised from the image projector) keeps long videos
-# affordable.
+# affordable. That extra pooling averages runs of 4 patch rows, so that with the projector's groups of 4
+# along a row each frame token covers a block of the frame: where things are, and which way they move,
+# survives (`omni_core/model/vision.py`).
 
 # %%
 per_frame = tokens_per_tile(v.image_size, v.patch_size, v.pool, v.video_pool)

@@ -7,7 +7,7 @@ from transformers import AutoModel, AutoModelForCausalLM, DynamicCache
 from omni_core.config import MODULES, load_config
 from omni_core.model import OmniForConditionalGeneration, build_model, train_tokenizer
 from omni_core.model.audio import ConvGMLP
-from omni_core.model.vision import num_patches, tokens_per_tile
+from omni_core.model.vision import num_patches, pool_rows, pool_tokens, tokens_per_tile
 from omni_core.processing import OmniProcessor
 
 CORPUS = ["A handwritten digit seven.", "Describe the image.", "What is said in the audio?",
@@ -104,6 +104,24 @@ def test_module_groups_are_the_config_names(model):
     groups = model.module_groups()
     assert tuple(groups) == MODULES
     assert sum(p.numel() for g in groups.values() for p in g.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+def test_video_pooling_keeps_the_frame_layout():
+    # an 8 x 8 patch grid with ink in one 4 x 4 block: after the rows and the projector's groups, one token each
+    for top, left in ((0, 0), (0, 4), (4, 0), (4, 4)):
+        grid = torch.zeros(1, 8, 8, 1)
+        grid[0, top:top + 4, left:left + 4] = 1.0
+        tokens = pool_tokens(pool_rows(grid.reshape(1, 64, 1), 4), 4).flatten()
+        assert tokens.tolist() == [float(i == top // 2 + left // 4) for i in range(4)]
+    # consecutive groups alone leave horizontal bands: left and right ink look the same
+    left, right = torch.zeros(1, 8, 8, 1), torch.zeros(1, 8, 8, 1)
+    left[0, :, :4], right[0, :, 4:] = 1.0, 1.0
+    assert torch.equal(pool_tokens(pool_tokens(left.reshape(1, 64, 1), 4), 4),
+                       pool_tokens(pool_tokens(right.reshape(1, 64, 1), 4), 4))
+    # 27 x 27 SigLIP patches (384 px tiles): 6 runs of 4 rows x 27, then groups of 4 -> 40 tokens per frame
+    assert pool_tokens(pool_rows(torch.zeros(2, 729, 3), 4), 4).shape == (2, 40, 3) and tokens_per_tile(384, 14, 2, 2) == 40
+    with pytest.raises(ValueError, match="square"):
+        pool_rows(torch.zeros(1, 30, 3), 4)
 
 
 def test_token_counts_come_from_the_modules(model, cfg):

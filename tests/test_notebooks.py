@@ -1,4 +1,7 @@
 """Committed notebooks stay paired with their py:percent sources and carry no outputs."""
+import os
+import time
+
 import jupytext
 import nbformat
 
@@ -40,7 +43,8 @@ def test_run_injects_parameters_and_writes_html_even_when_a_cell_fails(tmp_path)
     import pytest
 
     (tmp_path / "01_demo.py").write_text(
-        "# %% tags=[\"parameters\"]\nx = 1\nname = 'a'\n\n# %%\nassert x != 0, 'x must not be 0'\nprint(f'x={x!r} name={name!r}')\n")
+        "# %% tags=[\"parameters\"]\nx = 1\nname = 'a'\n\n# %%\nassert x != 0, 'x must not be 0'\nprint(f'x={x!r} name={name!r}')\n"
+        "import os\nwith open('written.txt', 'w') as f:\n    f.write('z' * 100_000)\nprint(f'pid={os.getpid()}')\n")
     notebooks.sync(tmp_path)
     out = notebooks.run(tmp_path / "01_demo.ipynb", tmp_path / "reports" / "01_demo.ipynb",
                         {"x": notebooks.parameter_value("7"), "name": notebooks.parameter_value("1e_audio")},
@@ -48,6 +52,13 @@ def test_run_injects_parameters_and_writes_html_even_when_a_cell_fails(tmp_path)
     printed = "".join(o.get("text", "") for c in nbformat.read(out, 4).cells for o in c.get("outputs", []))
     assert "x=7 name='1e_audio'" in printed
     assert "x=7" in out.with_suffix(".html").read_text()
+    # the kernel is killed after its last cell (no interpreter teardown): what the cells wrote is all there
+    assert (tmp_path / "written.txt").read_text() == "z" * 100_000
+    pid = int(printed.split("pid=")[1].split()[0])
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):
+            os.kill(pid, 0)
+            time.sleep(0.1)
 
     with pytest.raises(papermill.PapermillExecutionError, match="x must not be 0"):
         notebooks.run(tmp_path / "01_demo.ipynb", tmp_path / "failed.ipynb", {"x": 0}, cwd=tmp_path)

@@ -23,7 +23,7 @@ class OmniConfig(PreTrainedConfig):
         vision_config: `SiglipVisionConfig` of the tile encoder (`image_size` = AnyRes tile side).
         audio_config: `WhisperConfig`; only the encoder is used, `max_source_positions` = 50 x window seconds.
         vision_pool: tokens of `vision_pool**2` consecutive patches are averaged before the image projector.
-        video_pool: extra grouping for video frames, applied before the video projector's own pooling.
+        video_pool: video frames first average runs of `video_pool**2` patch rows, then the projector's groups.
         audio_downsample: Conv-GMLP stride n (50/n audio tokens per second).
         max_tiles: AnyRes grid tiles (plus one global thumbnail).
         projector_hidden_act: activation of the 2-layer MLP projectors.

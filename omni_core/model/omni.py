@@ -27,7 +27,7 @@ from omni_core.model.audio import ConvGMLP, build_audio_encoder, load_audio_enco
 from omni_core.model.configuration import MEDIA, SPECIAL_TOKENS, OmniConfig
 from omni_core.model.pretrained import resolve_path
 from omni_core.model.tokenizer import prepare_tokenizer
-from omni_core.model.vision import VisionProjector, build_vision_encoder, load_vision_encoder, pool_tokens
+from omni_core.model.vision import VisionProjector, build_vision_encoder, load_vision_encoder, pool_rows
 
 MEDIA_KEYS = {"image": "pixel_values", "video": "video_values", "audio": "audio_features"}
 MEDIA_MODULES = {"image": ("vision_encoder", "vision_projector"), "video": ("vision_encoder", "video_projector"),
@@ -127,7 +127,7 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
 
     def get_video_features(self, video_values: torch.Tensor) -> torch.Tensor:
         """(n_frames, 3, S, S) -> (n_frames * tokens_per_frame, d_llm), with the extra video pooling."""
-        out = self.video_projector(pool_tokens(self._encode_frames(video_values), self.config.video_pool ** 2))
+        out = self.video_projector(pool_rows(self._encode_frames(video_values), self.config.video_pool ** 2))
         return out.reshape(-1, out.shape[-1])
 
     def get_audio_features(self, audio_features: torch.Tensor, audio_window_counts: torch.Tensor,

@@ -2,11 +2,15 @@
 
 Token pooling follows the paper's count (729 patches -> 182 tokens per 384 tile): the patch sequence is
 cut into groups of ``pool**2`` consecutive tokens that are averaged ("Mean Pool" variant), the remainder
-(729 - 4 * 182 = 1 patch) is dropped. Video frames get an extra ``video_pool**2`` grouping first. The
-processor and the model count tokens with the same functions below, so pad counts always agree.
+(729 - 4 * 182 = 1 patch) is dropped. Video frames are first averaged over runs of ``video_pool**2`` patch
+rows, so that with the projector's groups along a row each frame token covers a block of the frame (8 x 8
+patches -> 2 x 2 blocks): where things are, and so which way they move, survives the pooling, where two
+rounds of consecutive groups would leave horizontal bands (README, "How video frames keep their layout").
+The processor and the model count tokens with the same functions below, so pad counts always agree.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +30,15 @@ def num_patches(image_size: int, patch_size: int) -> int:
 
 
 def pooled_length(length: int, group: int) -> int:
-    """Tokens left after averaging groups of ``group`` consecutive tokens (the tail that does not fill a group is dropped)."""
+    """Tokens (or patch rows) left after averaging groups of ``group`` consecutive ones (a tail that does not
+    fill a group is dropped)."""
     return length // group if group > 1 and length >= group else length
 
 
 def tokens_per_tile(image_size: int, patch_size: int, pool: int, video_pool: int = 1) -> int:
     """LLM tokens for one tile (or one video frame when ``video_pool`` > 1)."""
-    return pooled_length(pooled_length(num_patches(image_size, patch_size), video_pool ** 2), pool ** 2)
+    side = image_size // patch_size
+    return pooled_length(pooled_length(side, video_pool ** 2) * side, pool ** 2)
 
 
 def pool_tokens(x: torch.Tensor, group: int) -> torch.Tensor:
@@ -42,6 +48,19 @@ def pool_tokens(x: torch.Tensor, group: int) -> torch.Tensor:
         return x
     keep = length // group
     return x[:, : keep * group].reshape(n, keep, group, dim).mean(dim=2)
+
+
+def pool_rows(x: torch.Tensor, group: int) -> torch.Tensor:
+    """(N, side * side, D) -> (N, pooled_length(side, group) * side, D) by averaging runs of ``group`` patch rows."""
+    n, length, dim = x.shape
+    side = math.isqrt(length)
+    keep = pooled_length(side, group)
+    if side * side != length:
+        raise ValueError(f"pool_rows needs a square patch grid; got {length} patches")
+    if keep == side:
+        return x
+    grid = x.reshape(n, side, side, dim)[:, : keep * group]
+    return grid.reshape(n, keep, group, side, dim).mean(dim=2).reshape(n, keep * side, dim)
 
 
 # --------------------------------------------------------------------------------------------- modules
