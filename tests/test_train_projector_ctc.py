@@ -41,6 +41,8 @@ def test_warm_up_reads_the_words_through_the_llm_embeddings_and_moves_only_the_p
     changed = {n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(before[n], p)}
     assert changed == {"audio_projector"}, changed
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags     # the stage's freezing is kept
+    # no warm-up gradient is left behind: the stage's first optimizer step would add it to its own
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_stage_records_the_warm_up_and_a_resumed_stage_skips_it(tmp_path, data):

@@ -44,6 +44,7 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, data):
         train_stage(cfg, STAGE, progress=False, on_step=_kill_after(3))
     stage_dir = tmp_path / "b" / "checkpoints" / STAGE
     assert read_state(latest_state(stage_dir)).step == 2
+    assert not (stage_dir / "model").exists()     # the HF export is written once, when the stage finishes
 
     # the interrupted state is refused under a changed config, naming what changed
     changed = {STAGE: {**OVERRIDE[STAGE], "lr": {"llm": 5e-4}}}
@@ -52,7 +53,7 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, data):
         train_stage(tiny_cfg(tmp_path / "b", data, stages=changed), STAGE, progress=False)
 
     resumed = train_stage(cfg, STAGE, progress=False)
-    assert resumed["steps"] == full["steps"] == 5
+    assert resumed["steps"] == full["steps"] == 5 and (stage_dir / "model" / "config.json").exists()
     assert abs(resumed["train_loss"] - full["train_loss"]) < 1e-6
     assert abs(resumed["val_loss_end"] - full["val_loss_end"]) < 1e-6
     assert resumed["val_loss_start"] == full["val_loss_start"]      # carried over from the killed run

@@ -28,7 +28,7 @@ from omni_core.config import Config, ConfigError, StageConfig
 from omni_core.train import ds_cpu
 from omni_core.train.batches import StageBatches
 from omni_core.train.stage_run import StageRun, prepare_process, skip_stage
-from omni_core.train.stages import build_scheduler, count_params, init_model, param_groups
+from omni_core.train.stages import build_scheduler, clip_and_step, count_params, init_model, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +161,7 @@ class _Backend:
             self.engine.step()
             norm = self.engine.get_global_grad_norm()
             return float(norm) if norm is not None else float("nan")
-        clip = self.stage.max_grad_norm if self.stage.max_grad_norm > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+        return clip_and_step(self.params, self.optimizer, self.scheduler, self.stage.max_grad_norm)
 
     def micro_step(self) -> None:
         """DeepSpeed counts micro-batches itself (it steps only at the accumulation boundary)."""

@@ -27,7 +27,7 @@ from torch import nn
 
 from omni_core.config import Config, StageConfig
 from omni_core.train.audio_stand_in import BLANK, SpeechClips, best_paths
-from omni_core.train.stages import build_scheduler
+from omni_core.train.stages import build_scheduler, clip_and_step
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,8 @@ def align_audio_projector(cfg: Config, stage: StageConfig, model: nn.Module, tok
 
     for _ in tqdm(range(steps), desc="audio projector CTC warm-up", leave=False, dynamic_ncols=True):
         loss = loss_of(train, train_tg, torch.randint(len(train), (stage.batch_size,), generator=gen).tolist())[0]
-        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, stage.max_grad_norm if stage.max_grad_norm > 0 else float("inf"))
-        optimizer.step()
-        scheduler.step()
+        clip_and_step(params, optimizer, scheduler, stage.max_grad_norm)
     for p, flag in trainable.items():
         p.requires_grad_(flag)
     out.update(projector_ctc_loss_end=float(loss.detach()), projector_ctc_val_wer_end=val_wer(),

@@ -123,15 +123,18 @@ class StageRun:
 
     def save(self, step: int, samples_seen: int, finished: bool, *, state_model: nn.Module, optimizer: Any,
              scheduler: Any, export_model: nn.Module, processor: Any, engine: Any = None) -> None:
-        """Write the resumable state of `state_model` (+ optimizer, scheduler) and export `export_model`."""
+        """Write the resumable state of `state_model` (+ optimizer, scheduler); once `finished`, also export
+        `export_model`. The periodic states alone can resume a run, so the HF copy is written once: it cost
+        ~0.2 s per save at tiny scale, and a ZeRO-3 gather plus a second full write at 7B."""
         info = {"stage": self.name, "step": step, "config_hash": ckpt.config_hash(self.fp), "finished": finished}
         st = ckpt.TrainerState(stage=self.name, step=step, samples_seen=samples_seen, config_hash=info["config_hash"],
                                world_size=self.world_size, finished=finished, fingerprint=self.fp, inputs=self.inputs,
                                metrics={k: v for k, v in self.summary.items() if isinstance(v, float)})
         ckpt.save_state(self.out_dir, st, model=state_model, optimizer=optimizer, scheduler=scheduler, engine=engine,
                         rank=self.rank, barrier=self.barrier)
-        ckpt.export_model(export_model, processor, self.out_dir / "model", engine=engine, rank=self.rank,
-                          barrier=self.barrier, info=info)
+        if finished:
+            ckpt.export_model(export_model, processor, self.out_dir / "model", engine=engine, rank=self.rank,
+                              barrier=self.barrier, info=info)
 
     def end_step(self, step: int, metrics: dict[str, float], save: Callable[[bool], None],
                  on_step: Callable[[int, dict], None] | None) -> None:

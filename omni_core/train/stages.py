@@ -134,6 +134,17 @@ def build_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig) -> tor
         optimizer, lambda s: lr_factor(s, stage.steps, stage.warmup_ratio, stage.min_lr_ratio))
 
 
+def clip_and_step(params: list[nn.Parameter], optimizer: torch.optim.Optimizer, scheduler: Any,
+                  max_grad_norm: float) -> float:
+    """Clip the grads of `params` to `max_grad_norm` (0: no clipping), step the optimizer and the scheduler,
+    clear the grads; returns the norm before clipping. The one-process optimizer step of every loop."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
+
+
 # --------------------------------------------------------------------------------------- initialisation
 def stage_dir(cfg: Config, name: str) -> Path:
     return Path(cfg.train.checkpoints_dir) / name

@@ -28,7 +28,7 @@ from torch import nn
 
 from omni_core.config import STAND_INS, Config, ConfigError, StageConfig
 from omni_core.train.stage_run import StageRun, prepare_process
-from omni_core.train.stages import build_scheduler, count_params, init_model, param_groups
+from omni_core.train.stages import build_scheduler, clip_and_step, count_params, init_model, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +112,9 @@ def train_stand_in(cfg: Config, name: str, *, on_step: Callable[[int, dict], Non
     t_start = time.perf_counter()
     while step < stage.steps:
         loss = task.loss(step)
-        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        clip = stage.max_grad_norm if stage.max_grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(task.module.parameters(), clip))
         lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
+        grad_norm = clip_and_step(list(task.module.parameters()), optimizer, scheduler, stage.max_grad_norm)
         step += 1
         summary["train_loss"] = float(loss.detach())
         metrics = {"train/loss": summary["train_loss"], "train/lr": lr, "train/grad_norm": grad_norm}
