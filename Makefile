@@ -75,6 +75,7 @@ bench: setup
 	$(PY) benchmarks/bench_scene_reading.py
 	$(PY) benchmarks/bench_audio_reading.py
 	$(PY) benchmarks/bench_small_audio.py
+	$(PY) benchmarks/bench_cpu_parallelism.py
 	$(PY) benchmarks/bench_notebook_overhead.py
 
 VIDEO ?= data/prepared/media/video/mnist-test-00000.mp4
