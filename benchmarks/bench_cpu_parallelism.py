@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from omni_core.config import REPO_ROOT, load_config  # noqa: E402
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     base = median.get("eager")
     result = {
         "host": {"cpu": cpu_model(), "cores": os.cpu_count(),
-                 "torch_cpu_capability": __import__("torch").backends.cpu.get_cpu_capability()},
+                 "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "stage": args.stage, "steps": args.steps, "reps": args.reps, "runs": runs, "median": median,
         "ratio_to_eager": ({a: {k: round(median[a][k] / base[k], 3) for k in base} for a in arms} if base else None),
         "same_train_loss_as_eager": ({a: runs[a][0]["train_loss"] == runs["eager"][0]["train_loss"] for a in arms}
