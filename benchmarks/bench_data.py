@@ -3,6 +3,8 @@ with sequence packing vs padding on the SFT mixture, side by side.
 
     python benchmarks/bench_data.py [--params params.yaml] [--out DIR] [--reuse DIR] [--batches 20]
 
+Preparation runs twice, side by side: speech through the `flite` command (a process per utterance) and
+through libflite in process (what `prepare` does when the library loads); both must write the same bytes.
 Targets (issue 5): preparation <= 60 s on 2 cores; packing >= 95% non-pad tokens.
 """
 from __future__ import annotations
@@ -23,7 +25,8 @@ import torch  # noqa: E402
 
 from omni_core.config import load_config  # noqa: E402
 from omni_core.data.collate import packing_report  # noqa: E402
-from omni_core.data.prepare import prepare  # noqa: E402
+from omni_core.data.prepare import checksums_path, prepare  # noqa: E402
+from omni_core.data.sources import speech  # noqa: E402
 
 
 def _cpu() -> float:
@@ -32,13 +35,21 @@ def _cpu() -> float:
 
 
 def bench_prepare(cfg, out: Path) -> dict:
-    load = os.getloadavg()[0]
-    cpu0, t0 = _cpu(), time.perf_counter()
-    info = prepare(cfg, out, workers=2)
-    wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
-    return {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
-            "cores": len(os.sched_getaffinity(0)), "load_average_before": round(load, 2),
-            "samples": info["samples"], "target_seconds": 60, "meets_target": wall <= 60,
+    """Both flite paths, one after the other; the pool's workers fork with the main process's choice."""
+    arms = {}
+    for arm in ("flite_command", "flite_library"):
+        speech._LIBRARY[:] = [None] if arm == "flite_command" else []
+        load = os.getloadavg()[0]
+        cpu0, t0 = _cpu(), time.perf_counter()
+        info = prepare(cfg, out / arm, workers=2)
+        wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
+        arms[arm] = {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "load_average_before": round(load, 2)}
+    speech._LIBRARY.clear()
+    same = checksums_path(out / "flite_command").read_bytes() == checksums_path(out / "flite_library").read_bytes()
+    wall = arms["flite_library"]["wall_seconds"]
+    return {**arms, "library_vs_command_wall": round(wall / arms["flite_command"]["wall_seconds"], 2),
+            "identical_files": same, "cores": len(os.sched_getaffinity(0)), "samples": info["samples"],
+            "target_seconds": 60, "meets_target": wall <= 60,
             "note": "wall time on a shared machine counts other processes' load; cpu_seconds / 2 is the floor on 2 idle cores"}
 
 
@@ -64,6 +75,7 @@ def main() -> None:
         root = Path(args.reuse or args.out or tmp)
         if not args.reuse:
             result["prepare"] = bench_prepare(cfg, root)
+            root = root / "flite_library"
         result["packing"] = bench_packing(cfg, root, args.batches)
     print(json.dumps(result, indent=1))
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from omni_core.config import REPO_ROOT  # noqa: E402
 
-STAGE_IMPORTS = "import omni_core.model, omni_core.train.loop, matplotlib.pyplot"
+STAGE_IMPORTS = "import omni_core.model.omni, omni_core.train.loop, matplotlib.pyplot"   # a training stage's imports
 
 
 def _notebook(path: Path) -> Path:

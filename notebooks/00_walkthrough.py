@@ -31,9 +31,9 @@ from PIL import Image
 from omni_core import load_config
 from omni_core.eval.ablation import token_budget
 from omni_core.model import build_model, train_tokenizer
-from omni_core.model.audio import audio_num_tokens, audio_num_windows
+from omni_core.model.token_counts import audio_num_tokens, audio_num_windows, tokens_per_tile
 from omni_core.model.pretrained import full_scale_model_on_meta
-from omni_core.model.vision import anyres_tiles, tokens_per_tile
+from omni_core.model.vision import anyres_tiles
 from omni_core.processing import OmniProcessor
 
 tokenizer = train_tokenizer(["Describe the image.", "What is said in the audio?", "A handwritten digit seven."] * 4, 300)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from omni_core.config import REPO_ROOT, load_config
-from omni_core.model.audio import SAMPLING_RATE
+from omni_core.model.token_counts import SAMPLING_RATE
 from omni_core.processing import load_audio
 from omni_core.stream import OmniSession, StreamEvent, load_model, warm_up
 from omni_core.vad import VAD_SUBDIR, load_or_train_vad

@@ -21,10 +21,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers import AutoTokenizer
 
 from omni_core.config import ModelConfig, _build
-from omni_core.model.audio import SAMPLING_RATE, audio_num_tokens, audio_to_features, feature_extractor
+from omni_core.model.audio import audio_to_features, feature_extractor
 from omni_core.model.configuration import MEDIA, SPECIAL_TOKENS
+from omni_core.model.token_counts import SAMPLING_RATE, audio_num_tokens, tokens_per_tile
 from omni_core.model.tokenizer import prepare_tokenizer
-from omni_core.model.vision import anyres_tiles, square_frame, to_pixel_values, tokens_per_tile
+from omni_core.model.vision import anyres_tiles, square_frame, to_pixel_values
 
 ROLES = ("system", "user", "assistant")
 PROCESSOR_FILE = "omni_processor.json"

@@ -36,8 +36,9 @@ from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, T
 
 from omni_core.config import Config, StreamConfig
 from omni_core.eval.runner import load_checkpoint, suppressed_token_ids
-from omni_core.model.audio import FRAME_SAMPLES, SAMPLING_RATE, audio_num_tokens, audio_to_features, feature_extractor
-from omni_core.model.vision import square_frame, to_pixel_values, tokens_per_tile
+from omni_core.model.audio import audio_to_features, feature_extractor
+from omni_core.model.token_counts import FRAME_SAMPLES, SAMPLING_RATE, audio_num_tokens, tokens_per_tile
+from omni_core.model.vision import square_frame, to_pixel_values
 from omni_core.vad import SpeechBoundaryDetector, SpeechBoundaryHead
 
 EventKind = Literal["speech_start", "speech_end", "barge_in", "answer_start", "answer_end"]

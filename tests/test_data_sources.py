@@ -168,6 +168,17 @@ def test_flite_voices_and_speeds():
     assert len(clip) <= 1.5 * 16000
 
 
+@pytest.mark.skipif(S.speech._flite_library() is None, reason="libflite is not loadable here; the flite command is used")
+def test_flite_library_gives_the_commands_samples():
+    """Data prep calls libflite in process (a voice loads once); the clips must stay bit-identical to the
+    `flite` command's, or the prepared data's hashes would depend on which path ran."""
+    for voice in ("slt", "kal16", "rms", "awb"):
+        for text, stretch in (("what is eight minus two", 1.0), ("Three red triangles, at the top!", 0.8731)):
+            ours, theirs = S.flite(text, voice, stretch), S.speech.flite_command(text, voice, stretch)
+            assert ours.dtype == theirs.dtype == np.float32 and np.array_equal(ours, theirs), (voice, stretch)
+    assert S.speech._flite_library().voice("no_such_voice") is None      # -> the command, which names the problem
+
+
 def test_real_speech_and_text_sources():
     clips = S.real_speech()
     assert sum(c.source == "librivox" for c in clips) == 5 and all(c.path.is_file() and c.transcript for c in clips)

@@ -1,8 +1,9 @@
 """Metric functions against cases computed by hand."""
 import math
+from collections import Counter
 
+import numpy as np
 import pytest
-import sacrebleu
 
 from omni_core.eval import metrics as M
 
@@ -46,23 +47,24 @@ def test_bleu_chrf():
     assert 0 < M.chrf(["the quick brown cat"], ["the quick brown fox"]) < 100
 
 
-def test_scorer_with_prepared_references_equals_the_metric():
-    """best_fixed_sentence scores many candidates against the same references through Metric.scorer;
-    chrF's caches the references' n-grams (sacrebleu), the others call the metric: the scores must agree."""
-    refs = ["the red circle is at the top left", "two blue squares", "the digit seven moves up", "Nine."]
-
-    def uncached_chrf(preds, refs):       # sacrebleu's one-call corpus chrF, no reference cache
-        norm = M.normalize_transcript
-        return sacrebleu.corpus_chrf([norm(x) for x in preds], [[norm(x) for x in refs]]).score
-
+def test_best_fixed_sentence_is_the_corpus_best():
+    """best_fixed_sentence scores each candidate once per distinct reference, weighted by its count (sacrebleu
+    caches the references' n-grams): every weighted score must be the corpus metric over all references,
+    duplicates included, and the pick the brute-force best (ties: the more common, then the first seen)."""
+    refs = ["two blue squares", "the red circle is at the top left", "two blue squares", "Nine.",
+            "the digit seven moves up", "two blue squares", "the red circle", "Nine."]
+    counts = Counter(refs)
+    weights = np.array(list(counts.values()), dtype=np.float64)[:, None]
     for metric in ("chrf", "bleu", "wer", "accuracy"):
-        scorer = M.METRICS[metric].scorer(refs)
-        direct = uncached_chrf if metric == "chrf" else M.METRICS[metric].fn
-        for preds in (["the red circle"] * 4, refs, ["two blue squares", "", "seven moves", "nine"]):
-            assert scorer(preds) == pytest.approx(direct(preds, refs), abs=1e-9), (metric, preds)
-            assert M.METRICS[metric].fn(preds, refs) == pytest.approx(direct(preds, refs), abs=1e-9)
+        fn, stats_of = M.METRICS[metric].fn, M.stats_against(metric, list(counts))
+        for c in counts:
+            weighted = M.score_from_stats(metric, (weights * stats_of([c] * len(counts))).sum(0))
+            assert weighted == pytest.approx(fn([c] * len(refs), refs), abs=1e-9), (metric, c)
+        candidates = [r for r, _ in counts.most_common()]
+        best = (max if M.METRICS[metric].higher_is_better else min)(candidates, key=lambda c: fn([c] * len(refs), refs))
+        assert M.best_fixed_sentence(refs, metric) == best, metric
     with pytest.raises(ValueError, match="4 references"):
-        M.METRICS["chrf"].scorer(refs)(["one prediction"])
+        M.stats_against("chrf", refs[:4])(["one prediction"])
 
 
 def test_perplexity():

@@ -7,7 +7,8 @@ from transformers import AutoModel, AutoModelForCausalLM, DynamicCache
 from omni_core.config import MODULES, load_config
 from omni_core.model import OmniForConditionalGeneration, build_model, train_tokenizer
 from omni_core.model.audio import ConvGMLP
-from omni_core.model.vision import num_patches, pool_rows, pool_tokens, tokens_per_tile
+from omni_core.model.token_counts import num_patches, tokens_per_tile
+from omni_core.model.vision import pool_rows, pool_tokens
 from omni_core.processing import OmniProcessor
 
 CORPUS = ["A handwritten digit seven.", "Describe the image.", "What is said in the audio?",

@@ -10,7 +10,7 @@ from PIL import Image
 
 from omni_core.config import load_config
 from omni_core.model import prepare_tokenizer, train_tokenizer
-from omni_core.model.audio import audio_num_tokens
+from omni_core.model.token_counts import audio_num_tokens
 from omni_core.model.vision import anyres_grid
 from omni_core.processing import MediaError, OmniProcessor
 

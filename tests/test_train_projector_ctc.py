@@ -8,8 +8,9 @@ import torch
 from train_fixtures import make_tiny_data, tiny_cfg
 
 from omni_core.config import REPO_ROOT, ConfigError, load_config
+from omni_core.train.audio_stand_in import SpeechClips
 from omni_core.train.loop import train_stage
-from omni_core.train.projector_ctc import align_audio_projector
+from omni_core.train.projector_ctc import align_audio_projector, encode_clips
 from omni_core.train.stages import init_model
 
 STAGE = "1e_audio"
@@ -60,6 +61,24 @@ def test_stage_records_the_warm_up_and_a_resumed_stage_skips_it(tmp_path, data):
     train_stage(fresh_cfg, "0_audio", progress=False)
     fresh = train_stage(fresh_cfg, STAGE, progress=False)
     assert fresh["projector_ctc_steps"] == 5 and "projector_ctc_val_wer_end" in fresh
+
+
+def test_frames_encoded_once_give_the_models_audio_features(tmp_path, data):
+    """The warm-up encodes each clip once and draws batches from those frames: the projector must see what the
+    model's own audio path (encoder on the batch's windows, then projector) gives it."""
+    cfg = _cfg(tmp_path, data)
+    torch.manual_seed(0)
+    model, _ = init_model(cfg, "0_audio", dtype=torch.float32)
+    a, cpu = cfg.model.audio, torch.device("cpu")
+    clips = SpeechClips(data / "train.jsonl", a.num_mel_bins, a.window_seconds)
+    encoded = encode_clips(model, clips, cpu, chunk=3)          # chunks unlike any batch below
+    for idx in ([5, 0, 5, 2], [1], list(range(len(clips)))):
+        windows, per_clip, frames = clips.batch(idx, cpu)
+        tokens = torch.tensor([model.audio_projector.num_output_tokens(int(f)) for f in frames])
+        with torch.no_grad():
+            direct = model.get_audio_features(windows, torch.tensor(per_clip), tokens)
+            cached = model.project_audio(torch.cat([encoded[i] for i in idx]), torch.tensor(per_clip), tokens)
+        torch.testing.assert_close(cached, direct, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("stage, over", [

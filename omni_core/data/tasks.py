@@ -74,22 +74,27 @@ class BuildContext:
         return rel
 
     def flush(self) -> None:
-        """Wait for the speech, write WAVs and videos (sorted, so file order never varies)."""
+        """Wait for the speech, write WAVs and videos (sorted, so file order never varies); the pool encodes
+        the videos while this process writes the WAVs."""
         clips: dict[S.SpeechRequest, np.ndarray] = {}
         try:
+            for req in dict.fromkeys(req for _, req in sorted(self._speech.items())):
+                fut = self._futures.get(req)
+                clips[req] = fut.result() if fut else S.fit_speech(req, self.sampling_rate, self.cfg.max_audio_seconds)
+            videos = [(self.out / rel, frames, VIDEO_FPS, clips[self._speech[narration]] if narration else None,
+                       self.sampling_rate) for rel, (frames, narration) in sorted(self._videos.items())]
+            encoded = [self._pool.submit(S.write_mp4, *v) for v in videos] if self._pool else []
             for rel, req in sorted(self._speech.items()):
-                if req not in clips:
-                    fut = self._futures.get(req)
-                    clips[req] = fut.result() if fut else S.fit_speech(req, self.sampling_rate,
-                                                                        self.cfg.max_audio_seconds)
                 S.write_wav(self.out / rel, clips[req], self.sampling_rate)
+            for done in encoded:
+                done.result()
+            if not self._pool:
+                for v in videos:
+                    S.write_mp4(*v)
         finally:
             if self._pool is not None:
                 self._pool.shutdown(cancel_futures=True)
                 self._pool = None
-        for rel, (frames, narration) in sorted(self._videos.items()):
-            audio = clips[self._speech[narration]] if narration else None
-            S.write_mp4(self.out / rel, frames, VIDEO_FPS, audio, self.sampling_rate)
         self._speech.clear()
         self._futures.clear()
         self._videos.clear()

@@ -313,8 +313,7 @@ def token_budget(cfg: Config, max_seconds: int = 120, rates: Iterable[int] = DOW
     """LLM tokens per modality for ``cfg``'s model (pass the full profile for the paper's scale), counted
     with the model's own functions: image tiles x tokens per tile, video frames x tokens per frame,
     audio 50 / n tokens per second."""
-    from omni_core.model.audio import audio_num_tokens
-    from omni_core.model.vision import tokens_per_tile
+    from omni_core.model.token_counts import audio_num_tokens, tokens_per_tile
 
     v, a = cfg.model.vision, cfg.model.audio
     per_tile = tokens_per_tile(v.image_size, v.patch_size, v.pool)

@@ -21,6 +21,7 @@ and scored on the test split, like the model.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -115,18 +116,8 @@ def bleu(preds: Sequence[str], refs: Sequence[str]) -> float:
 def chrf(preds: Sequence[str], refs: Sequence[str]) -> float:
     """Corpus chrF (sacrebleu defaults: character 6-grams, beta 2), 0-100, on normalised text."""
     _check(preds, refs, "chrf")
-    return chrf_against(refs)(preds)
-
-
-def chrf_against(refs: Sequence[str]) -> Callable[[Sequence[str]], float]:
-    """:func:`chrf` against fixed ``refs`` whose character n-grams are extracted once (sacrebleu's reference
-    cache): scoring many candidate answer lists, as :func:`best_fixed_sentence` does, takes half the time."""
-    cached = sacrebleu.metrics.CHRF(references=[[normalize_transcript(x) for x in refs]])
-
-    def score(preds: Sequence[str]) -> float:
-        _check(preds, refs, "chrf")
-        return float(cached.corpus_score([normalize_transcript(x) for x in preds], None).score)
-    return score
+    return float(sacrebleu.corpus_chrf([normalize_transcript(x) for x in preds],
+                                       [[normalize_transcript(x) for x in refs]]).score)
 
 
 def perplexity(total_nll: float, total_tokens: int) -> float:
@@ -150,11 +141,6 @@ class Metric:
     fn: Callable[[Sequence[str], Sequence[str]], float]
     label: str
     higher_is_better: bool
-    against: Callable[[Sequence[str]], Callable[[Sequence[str]], float]] | None = None   # refs -> fn(preds), refs prepared once
-
-    def scorer(self, refs: Sequence[str]) -> Callable[[Sequence[str]], float]:
-        """A function of the predictions alone, for scoring many prediction lists against the same ``refs``."""
-        return self.against(refs) if self.against else (lambda preds: self.fn(preds, refs))
 
 
 METRICS: dict[str, Metric] = {
@@ -163,7 +149,7 @@ METRICS: dict[str, Metric] = {
     "wer": Metric(wer, "WER (%)", False),
     "cer": Metric(cer, "CER (%)", False),
     "bleu": Metric(bleu, "BLEU", True),
-    "chrf": Metric(chrf, "chrF", True, against=chrf_against),
+    "chrf": Metric(chrf, "chrF", True),
 }
 
 
@@ -231,9 +217,11 @@ def per_question_answers(train_questions: Sequence[str], train_refs: Sequence[st
     by_q: dict[str, list[str]] = defaultdict(list)
     for q, r in zip(train_questions, train_refs):
         by_q[normalize_transcript(q)].append(r)
-    fallback = majority_answer(train_refs)
-    return [majority_answer(by_q[k]) if (k := normalize_transcript(q)) in by_q else fallback
-            for q in test_questions]
+    answers = {"": majority_answer(train_refs)}          # the fallback, and each question's once
+    keys = [k if (k := normalize_transcript(q)) in by_q else "" for q in test_questions]
+    for k in set(keys) - set(answers):
+        answers[k] = majority_answer(by_q[k])
+    return [answers[k] for k in keys]
 
 
 def best_fixed_sentence(train_refs: Sequence[str], metric: str, max_candidates: int = 64,
@@ -243,12 +231,18 @@ def best_fixed_sentence(train_refs: Sequence[str], metric: str, max_candidates: 
     Candidates are the ``max_candidates`` most common references (then first seen); they are scored on an
     evenly spaced subset of at most ``max_refs`` references, so the cost stays bounded as the data grows.
     """
-    m = METRICS[metric]
+    return _best_fixed_sentence(tuple(train_refs), metric, max_candidates, max_refs)
+
+
+@functools.lru_cache(maxsize=4)        # asr_real's baseline is asr's: the same references
+def _best_fixed_sentence(train_refs: tuple[str, ...], metric: str, max_candidates: int, max_refs: int) -> str:
     candidates = [r for r, _ in Counter(train_refs).most_common(max_candidates)]
-    refs = list(train_refs)[::max(1, math.ceil(len(train_refs) / max_refs))]
-    against = m.scorer(refs)
-    scored = [(against([c] * len(refs)), c) for c in candidates]
-    return (max if m.higher_is_better else min)(scored, key=lambda sc: sc[0])[1]
+    refs = Counter(train_refs[::max(1, math.ceil(len(train_refs) / max_refs))])
+    # one answer for all: each distinct reference's statistics, times how often it occurs, sum to the corpus's
+    weights = np.array(list(refs.values()), dtype=np.float64)[:, None]
+    stats_of = stats_against(metric, list(refs))
+    scored = [(score_from_stats(metric, (weights * stats_of([c] * len(refs))).sum(0)), c) for c in candidates]
+    return (max if METRICS[metric].higher_is_better else min)(scored, key=lambda sc: sc[0])[1]
 
 
 def baseline_answers(task: str, train: tuple[Sequence[str], Sequence[str]],
@@ -286,20 +280,38 @@ def sample_stats(metric: str, preds: Sequence[str], refs: Sequence[str]) -> np.n
     Accuracy / exact: (correct, 1). WER / CER: (edits, reference length), from jiwer's alignment.
     BLEU / chrF: sacrebleu's own sentence statistics (n-gram matches and totals), which it sums for corpus
     scores; ``tests/test_eval_metrics.py`` checks every metric against its corpus function."""
-    _check(preds, refs, metric)
+    return stats_against(metric, refs)(preds)
+
+
+def stats_against(metric: str, refs: Sequence[str]) -> Callable[[Sequence[str]], np.ndarray]:
+    """:func:`sample_stats` as a function of the predictions, ``refs`` prepared once (normalised; for BLEU and
+    chrF, sacrebleu caches their n-grams): many prediction lists scored against the same references, as in
+    :func:`best_fixed_sentence`, then cost about half as much."""
+    _check(refs, refs, metric)
     if metric in ("accuracy", "exact"):
         norm = normalize_answer if metric == "accuracy" else normalize_strict
-        return np.array([[norm(p) == norm(r), 1] for p, r in zip(preds, refs)], dtype=np.float64)
-    if metric in ("wer", "cer"):
-        p, r = _nonempty_refs(preds, refs, metric)
+        ref_norm = [norm(r) for r in refs]
+
+        def stats(preds: Sequence[str]) -> np.ndarray:
+            _check(preds, refs, metric)
+            return np.array([[norm(p) == r, 1] for p, r in zip(preds, ref_norm)], dtype=np.float64)
+    elif metric in ("wer", "cer"):
+        _, ref_norm = _nonempty_refs(refs, refs, metric)
         process = jiwer.process_words if metric == "wer" else jiwer.process_characters
-        rows = []
-        for o in (process(ri, pi) for pi, ri in zip(p, r)):
-            rows.append([o.substitutions + o.deletions + o.insertions, o.substitutions + o.deletions + o.hits])
-        return np.array(rows, dtype=np.float64)
-    scorer = _SACREBLEU[metric]()
-    return np.array(scorer._extract_corpus_statistics([normalize_transcript(x) for x in preds],
-                                                      [[normalize_transcript(x) for x in refs]]), dtype=np.float64)
+
+        def stats(preds: Sequence[str]) -> np.ndarray:
+            _check(preds, refs, metric)
+            out = (process(r, normalize_transcript(p)) for p, r in zip(preds, ref_norm))
+            return np.array([[o.substitutions + o.deletions + o.insertions, o.substitutions + o.deletions + o.hits]
+                             for o in out], dtype=np.float64)
+    else:
+        cached = _SACREBLEU[metric](references=[[normalize_transcript(x) for x in refs]])
+
+        def stats(preds: Sequence[str]) -> np.ndarray:
+            _check(preds, refs, metric)
+            return np.array(cached._extract_corpus_statistics([normalize_transcript(x) for x in preds], None),
+                            dtype=np.float64)
+    return stats
 
 
 def score_from_stats(metric: str, totals: np.ndarray) -> float:

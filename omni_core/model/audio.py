@@ -1,4 +1,4 @@
-"""Audio side: Whisper encoder over fixed windows, the Conv-GMLP projector, and audio token counts.
+"""Audio side: Whisper encoder over fixed windows and the Conv-GMLP projector (token counts: token_counts.py).
 
 Whisper sees 16 kHz audio as 100 mel frames/s and emits 50 frames/s; its encoder only takes full windows
 (30 s at full scale), so audio is split into windows, each padded to the window, and the encoder frames
@@ -16,33 +16,7 @@ from torch import nn
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-SAMPLING_RATE = 16000
-MEL_HOP = 160                      # samples per mel frame (100 frames/s)
-FRAME_SAMPLES = 2 * MEL_HOP        # samples per encoder frame (the stride-2 conv: 50 frames/s)
-
-
-# ------------------------------------------------------------------------------------------ token counts
-def source_positions(window_seconds: float) -> int:
-    """Encoder frames per window: Whisper's ``max_source_positions`` (1500 for 30 s)."""
-    return round(window_seconds * SAMPLING_RATE / FRAME_SAMPLES)
-
-
-def window_samples(window_seconds: float) -> int:
-    return source_positions(window_seconds) * FRAME_SAMPLES
-
-
-def audio_num_windows(num_samples: int, window_seconds: float) -> int:
-    return max(1, math.ceil(num_samples / window_samples(window_seconds)))
-
-
-def audio_num_frames(num_samples: int) -> int:
-    """Encoder frames that cover real audio (the rest of the last window is padding)."""
-    return max(1, math.ceil(num_samples / FRAME_SAMPLES))
-
-
-def audio_num_tokens(num_samples: int, downsample: int) -> int:
-    """LLM tokens of one clip: ceil(frames / n)."""
-    return math.ceil(audio_num_frames(num_samples) / downsample)
+from omni_core.model.token_counts import FRAME_SAMPLES, MEL_HOP, SAMPLING_RATE, source_positions, window_samples
 
 
 # -------------------------------------------------------------------------------------------- features

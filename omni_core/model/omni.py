@@ -23,9 +23,10 @@ from transformers import (
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from omni_core.config import MODULES, Config, ModelConfig
-from omni_core.model.audio import ConvGMLP, build_audio_encoder, load_audio_encoder, source_positions
+from omni_core.model.audio import ConvGMLP, build_audio_encoder, load_audio_encoder
 from omni_core.model.configuration import MEDIA, SPECIAL_TOKENS, OmniConfig
 from omni_core.model.pretrained import resolve_path
+from omni_core.model.token_counts import source_positions
 from omni_core.model.tokenizer import prepare_tokenizer
 from omni_core.model.vision import VisionProjector, build_vision_encoder, load_vision_encoder, pool_rows
 
@@ -130,18 +131,26 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
         out = self.video_projector(pool_rows(self._encode_frames(video_values), self.config.video_pool ** 2))
         return out.reshape(-1, out.shape[-1])
 
+    def encode_audio(self, audio_features: torch.Tensor) -> torch.Tensor:
+        """(W, mel bins, frames) encoder windows -> (W, F, d_audio) encoder frames."""
+        dtype = next(self.audio_encoder.parameters()).dtype
+        return self.audio_encoder(input_features=audio_features.to(dtype)).last_hidden_state
+
     def get_audio_features(self, audio_features: torch.Tensor, audio_window_counts: torch.Tensor,
                            audio_token_counts: torch.Tensor) -> torch.Tensor:
-        """Windows -> encoder -> per clip: concatenate its windows, keep tokens * n frames -> Conv-GMLP."""
+        """Windows -> encoder -> :meth:`project_audio`."""
         if audio_window_counts is None or audio_token_counts is None:
             raise ValueError("audio_features needs audio_window_counts and audio_token_counts (the processor returns both)")
+        return self.project_audio(self.encode_audio(audio_features), audio_window_counts, audio_token_counts)
+
+    def project_audio(self, frames: torch.Tensor, audio_window_counts: torch.Tensor,
+                      audio_token_counts: torch.Tensor) -> torch.Tensor:
+        """Encoder frames (W, F, d) -> per clip: concatenate its windows, keep tokens * n frames -> Conv-GMLP."""
         windows, tokens = audio_window_counts.tolist(), audio_token_counts.tolist()
-        if sum(windows) != audio_features.shape[0] or len(windows) != len(tokens):
+        if sum(windows) != frames.shape[0] or len(windows) != len(tokens):
             raise ValueError(f"audio_window_counts {windows} sum to {sum(windows)} but audio_features has "
-                             f"{audio_features.shape[0]} windows (and {len(tokens)} token counts): they must come "
+                             f"{frames.shape[0]} windows (and {len(tokens)} token counts): they must come "
                              "from the same processor calls, concatenated in the same order")
-        dtype = next(self.audio_encoder.parameters()).dtype
-        frames = self.audio_encoder(input_features=audio_features.to(dtype)).last_hidden_state  # (W, F, d)
         n = self.config.audio_downsample
         clips, start = [], 0
         for nw, nt in zip(windows, tokens):

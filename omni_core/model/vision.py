@@ -1,4 +1,4 @@
-"""Vision side: SigLIP tile encoder, AnyRes tiling, image / video projectors and their token counts.
+"""Vision side: SigLIP tile encoder, AnyRes tiling, image / video projectors and their token pooling.
 
 Token pooling follows the paper's count (729 patches -> 182 tokens per 384 tile): the patch sequence is
 cut into groups of ``pool**2`` consecutive tokens that are averaged ("Mean Pool" variant), the remainder
@@ -6,7 +6,7 @@ cut into groups of ``pool**2`` consecutive tokens that are averaged ("Mean Pool"
 rows, so that with the projector's groups along a row each frame token covers a block of the frame (8 x 8
 patches -> 2 x 2 blocks): where things are, and so which way they move, survives the pooling, where two
 rounds of consecutive groups would leave horizontal bands (README, "How video frames keep their layout").
-The processor and the model count tokens with the same functions below, so pad counts always agree.
+The processor and the model count tokens with the same functions (token_counts.py), so pad counts always agree.
 """
 from __future__ import annotations
 
@@ -21,26 +21,12 @@ from transformers import SiglipVisionConfig, SiglipVisionModel
 from transformers.activations import ACT2FN
 from transformers.image_processing_utils import select_best_resolution
 
+from omni_core.model.token_counts import pooled_length, tokens_per_tile
+
 IMAGE_MEAN = IMAGE_STD = 0.5     # SigLIP normalisation: pixels in [-1, 1]
 
 
-# ------------------------------------------------------------------------------------------ token counts
-def num_patches(image_size: int, patch_size: int) -> int:
-    return (image_size // patch_size) ** 2
-
-
-def pooled_length(length: int, group: int) -> int:
-    """Tokens (or patch rows) left after averaging groups of ``group`` consecutive ones (a tail that does not
-    fill a group is dropped)."""
-    return length // group if group > 1 and length >= group else length
-
-
-def tokens_per_tile(image_size: int, patch_size: int, pool: int, video_pool: int = 1) -> int:
-    """LLM tokens for one tile (or one video frame when ``video_pool`` > 1)."""
-    side = image_size // patch_size
-    return pooled_length(pooled_length(side, video_pool ** 2) * side, pool ** 2)
-
-
+# ------------------------------------------------------------------------------------------ token pooling
 def pool_tokens(x: torch.Tensor, group: int) -> torch.Tensor:
     """(N, L, D) -> (N, pooled_length(L, group), D) by averaging groups of consecutive tokens."""
     n, length, dim = x.shape
@@ -54,13 +40,9 @@ def pool_rows(x: torch.Tensor, group: int) -> torch.Tensor:
     """(N, side * side, D) -> (N, pooled_length(side, group) * side, D) by averaging runs of ``group`` patch rows."""
     n, length, dim = x.shape
     side = math.isqrt(length)
-    keep = pooled_length(side, group)
     if side * side != length:
         raise ValueError(f"pool_rows needs a square patch grid; got {length} patches")
-    if keep == side:
-        return x
-    grid = x.reshape(n, side, side, dim)[:, : keep * group]
-    return grid.reshape(n, keep, group, side, dim).mean(dim=2).reshape(n, keep * side, dim)
+    return pool_tokens(x.reshape(n, side, side * dim), group).reshape(n, -1, dim)   # a row is one token
 
 
 # --------------------------------------------------------------------------------------------- modules

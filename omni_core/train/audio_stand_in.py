@@ -18,7 +18,8 @@ from torch import nn
 
 from omni_core.config import Config, StageConfig
 from omni_core.data.manifest import answer_text, media_parts, read_manifest
-from omni_core.model.audio import audio_num_frames, audio_to_features, feature_extractor
+from omni_core.model.audio import audio_to_features, feature_extractor
+from omni_core.model.token_counts import audio_num_frames
 from omni_core.processing import load_audio
 from omni_core.train.stand_in import StandIn
 

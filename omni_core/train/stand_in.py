@@ -76,8 +76,8 @@ def train_stand_in(cfg: Config, name: str, *, on_step: Callable[[int, dict], Non
     param_groups(model, stage, name)                  # freezes all but the encoder (the config checked it)
     task = build_stand_in(cfg, stage, model, device)
     task.module.to(device)
-    optimizer = torch.optim.AdamW(task.module.parameters(), lr=stage.lr[STAND_INS[stage.objective]],
-                                  weight_decay=stage.weight_decay)
+    params = list(task.module.parameters())
+    optimizer = torch.optim.AdamW(params, lr=stage.lr[STAND_INS[stage.objective]], weight_decay=stage.weight_decay)
     scheduler = build_scheduler(optimizer, stage)
 
     step = run.start_step
@@ -114,7 +114,7 @@ def train_stand_in(cfg: Config, name: str, *, on_step: Callable[[int, dict], Non
         loss = task.loss(step)
         loss.backward()
         lr = optimizer.param_groups[0]["lr"]
-        grad_norm = clip_and_step(list(task.module.parameters()), optimizer, scheduler, stage.max_grad_norm)
+        grad_norm = clip_and_step(params, optimizer, scheduler, stage.max_grad_norm)
         step += 1
         summary["train_loss"] = float(loss.detach())
         metrics = {"train/loss": summary["train_loss"], "train/lr": lr, "train/grad_norm": grad_norm}

@@ -1,16 +1,20 @@
 """Speech sources: Debian flite TTS (several voices and speeds) and real LibriVox recordings.
 
-flite costs ~1 ms (kal16) to ~25 ms (slt, rms, awb) of CPU per utterance; tasks.BuildContext runs
-the unique (text, voice, stretch) requests in a small process pool and tasks reuse the clips.
+flite costs ~1 ms (kal16) to ~20 ms (slt, rms, awb) of CPU per utterance when its library is called in
+process, ~10 ms more through the `flite` command; tasks.BuildContext runs the unique (text, voice, stretch)
+requests in a small process pool and tasks reuse the clips.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -42,8 +46,74 @@ def _resample(y: np.ndarray, sr: int, target: int) -> np.ndarray:
     return resample_poly(y, target // g, sr // g).astype(np.float32)
 
 
+class _FliteLibrary:
+    """libflite through ctypes: a voice loads once per process, not once per utterance as with the `flite`
+    command. The samples are bit-identical to the command's (tests/test_data_sources.py): the clustergen
+    voices (slt, rms, awb) draw noise from libc's rand(), which a fresh `flite` process starts at seed 1, so
+    each utterance here starts from srand(1) too."""
+
+    class Wave(ctypes.Structure):             # cst_wave
+        _fields_ = [("type", ctypes.c_char_p), ("sample_rate", ctypes.c_int), ("num_samples", ctypes.c_int),
+                    ("num_channels", ctypes.c_int), ("samples", ctypes.POINTER(ctypes.c_short))]
+
+    class Voice(ctypes.Structure):            # the head of cst_voice
+        _fields_ = [("name", ctypes.c_char_p), ("features", ctypes.c_void_p)]
+
+    def __init__(self, path: str):
+        self.lib, self.libc = ctypes.CDLL(path), ctypes.CDLL(None)
+        self.lib.flite_init()
+        self.lib.flite_text_to_wave.restype = ctypes.POINTER(self.Wave)
+        self.lib.flite_text_to_wave.argtypes = [ctypes.c_char_p, ctypes.POINTER(self.Voice)]
+        self.lib.feat_set_float.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_float]
+        self.lib.delete_wave.argtypes = [ctypes.POINTER(self.Wave)]
+        self.voices: dict[str, Any] = {}
+
+    def voice(self, name: str):
+        """The registered voice ``name`` (its library libflite_cmu_us_<name>), or None without that library."""
+        if name not in self.voices:
+            path = ctypes.util.find_library(f"flite_cmu_us_{name}")
+            register = getattr(ctypes.CDLL(path), f"register_cmu_us_{name}", None) if path else None
+            if register is not None:
+                register.restype, register.argtypes = ctypes.POINTER(self.Voice), [ctypes.c_char_p]
+            self.voices[name] = register(None) if register is not None else None
+        return self.voices[name]
+
+    def synthesize(self, text: str, voice, stretch: float) -> tuple[np.ndarray, int]:
+        # the command's `--setf duration_stretch=%.4f`, parsed by atof into a float feature
+        self.lib.feat_set_float(voice.contents.features, b"duration_stretch", float(f"{stretch:.4f}"))
+        self.libc.srand(1)
+        wave = self.lib.flite_text_to_wave(text.encode(), voice)
+        try:
+            w = wave.contents             # 16-bit mono, read as soundfile reads the command's WAV
+            return np.ctypeslib.as_array(w.samples, (w.num_samples,)).astype(np.float32) / 32768.0, w.sample_rate
+        finally:
+            self.lib.delete_wave(wave)
+
+
+_LIBRARY: list[_FliteLibrary | None] = []       # loaded on first use, in each process
+
+
+def _flite_library() -> _FliteLibrary | None:
+    if not _LIBRARY:
+        path = ctypes.util.find_library("flite")
+        try:
+            _LIBRARY.append(_FliteLibrary(path) if path else None)
+        except (OSError, AttributeError):      # an unusual build of flite: the command still works
+            _LIBRARY.append(None)
+    return _LIBRARY[0]
+
+
 def flite(text: str, voice: str, stretch: float = 1.0, sampling_rate: int = 16000) -> np.ndarray:
     """Synthesise ``text`` with flite's ``voice``; ``stretch`` > 1 speaks slower."""
+    lib = _flite_library()
+    if lib is not None and (handle := lib.voice(voice)) is not None:
+        y, sr = lib.synthesize(text, handle, stretch)
+        return _resample(y, sr, sampling_rate)
+    return flite_command(text, voice, stretch, sampling_rate)
+
+
+def flite_command(text: str, voice: str, stretch: float = 1.0, sampling_rate: int = 16000) -> np.ndarray:
+    """:func:`flite` through the `flite` command (voices without a library of their own, e.g. a .flitevox file)."""
     exe = shutil.which("flite")
     if exe is None:
         raise SpeechError("flite is not installed; run `apt-get install flite` (see README 'Setup')")
