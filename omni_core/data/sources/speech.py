@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import shutil
 import subprocess
@@ -90,17 +91,13 @@ class _FliteLibrary:
             self.lib.delete_wave(wave)
 
 
-_LIBRARY: list[_FliteLibrary | None] = []       # loaded on first use, in each process
-
-
+@functools.lru_cache(maxsize=1)                 # loaded on first use, in each process
 def _flite_library() -> _FliteLibrary | None:
-    if not _LIBRARY:
-        path = ctypes.util.find_library("flite")
-        try:
-            _LIBRARY.append(_FliteLibrary(path) if path else None)
-        except (OSError, AttributeError):      # an unusual build of flite: the command still works
-            _LIBRARY.append(None)
-    return _LIBRARY[0]
+    path = ctypes.util.find_library("flite")
+    try:
+        return _FliteLibrary(path) if path else None
+    except (OSError, AttributeError):          # an unusual build of flite: the command still works
+        return None
 
 
 def flite(text: str, voice: str, stretch: float = 1.0, sampling_rate: int = 16000) -> np.ndarray:
