@@ -4,7 +4,13 @@
 - `loader_worker`: the same with `data.num_workers: 1` (batches built in a DataLoader worker process);
 - `compiled`: the same with each LLM decoder layer wrapped by `torch.compile` (inductor, CPU);
 - `two_processes`: `torchrun --nproc_per_node 2`, DeepSpeed ZeRO-2 over gloo, one torch thread each, the
-  same global batch (`train.backend: deepspeed`, `train.nproc: 2`, `train.threads: 1`).
+  same global batch (`train.backend: deepspeed`, `train.nproc: 2`, `train.threads: 1`);
+- `omp_active`, `omp_passive`: `eager` with OpenMP's waiting threads spinning (`OMP_WAIT_POLICY=ACTIVE`) or
+  sleeping (`PASSIVE`) instead of libgomp's default (spin a while, then sleep);
+- `jemalloc`, `tcmalloc`: `eager` with that allocator preloaded (`LD_PRELOAD`; Debian packages libjemalloc2
+  and libtcmalloc-minimal4, which the pipeline does not need).
+
+The `omp_*` and allocator arms change no arithmetic: their `same_train_loss_as_eager` must be true.
 
 Each arm trains `--stage` for `--steps` steps in a fresh process, from the pipeline's checkpoint of the
 stage it starts from (`dvc repro` first), into a temporary folder. `loop_s` is the stage's own `wall_s`
@@ -15,10 +21,12 @@ is longer still on a machine that never compiled these layers.
 
     python benchmarks/bench_cpu_parallelism.py [--stage 1a_image_caption] [--steps 100] [--reps 2]
         [--arms eager,loader_worker,compiled,two_processes] [--out benchmarks/results/cpu_parallelism.json]
+    python benchmarks/bench_cpu_parallelism.py --stage 1d_video --steps 60 --arms eager,omp_active,omp_passive,jemalloc,tcmalloc
 """
 from __future__ import annotations
 
 import argparse
+import ctypes.util
 import json
 import os
 import shutil
@@ -37,14 +45,29 @@ from omni_core.config import REPO_ROOT, load_config  # noqa: E402
 from omni_core.eval.runner import cpu_model  # noqa: E402
 from omni_core.train.launch import build_command, train  # noqa: E402
 
-ARMS = ("eager", "loader_worker", "compiled", "two_processes")
-EXTRA_SETS = {"eager": [], "loader_worker": ["data.num_workers=1"], "compiled": [],
+ARMS = ("eager", "loader_worker", "compiled", "two_processes", "omp_active", "omp_passive", "jemalloc", "tcmalloc")
+EXTRA_SETS = {"loader_worker": ["data.num_workers=1"],
               "two_processes": ["train.backend=deepspeed", "train.nproc=2", "train.threads=1"]}
+OMP_WAIT_POLICY = {"omp_active": "ACTIVE", "omp_passive": "PASSIVE"}
+ALLOCATORS = {"jemalloc": ("jemalloc", "libjemalloc2"), "tcmalloc": ("tcmalloc_minimal", "libtcmalloc-minimal4")}
+
+
+def arm_env(arm: str) -> dict[str, str]:
+    """Environment variables of `arm` on top of the pipeline's."""
+    if arm in OMP_WAIT_POLICY:
+        return {"OMP_WAIT_POLICY": OMP_WAIT_POLICY[arm]}
+    if arm in ALLOCATORS:
+        name, package = ALLOCATORS[arm]
+        lib = ctypes.util.find_library(name)
+        if lib is None:
+            raise SystemExit(f"arm {arm}: lib{name} not found; install it (apt-get install {package}) or drop the arm")
+        return {"LD_PRELOAD": lib}
+    return {}
 
 
 def _sets(work: Path, stage: str, steps: int, arm: str) -> list[str]:
     return [f"train.checkpoints_dir={work / 'checkpoints'}", f"train.log_dir={work / 'logs'}",
-            f"stages.{stage}.steps={steps}", *EXTRA_SETS[arm]]
+            f"stages.{stage}.steps={steps}", *EXTRA_SETS.get(arm, [])]
 
 
 def _compile_llm_layers() -> None:
@@ -82,7 +105,7 @@ def run_arm(arm: str, stage: str, steps: int, start: Path) -> dict:
                    "--steps", str(steps)]
         t0 = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu"})
+                              env={**os.environ, "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu", **arm_env(arm)})
         run_s = time.perf_counter() - t0
         if done.returncode != 0:
             raise RuntimeError(f"arm {arm} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
@@ -108,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         p.error(f"unknown arms {unknown}; choose from {', '.join(ARMS)}")
+    for arm in arms:            # a missing allocator fails now, not after the other arms' minutes
+        arm_env(arm)
     cfg = load_config()
     start_name = cfg.stage(args.stage).init_from
     start = REPO_ROOT / cfg.train.checkpoints_dir / str(start_name)
