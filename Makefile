@@ -6,9 +6,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.omni-installed
 APT_PACKAGES := flite pocketsphinx-testdata fortunes fortunes-min libtcmalloc-minimal4
 # The pipelines run with tcmalloc: the same arithmetic, 4-8 % faster training steps on 2 cores
-# (benchmarks/bench_cpu_parallelism.py, arms eager vs tcmalloc). Empty where the library is missing;
-# a user's own LD_PRELOAD is kept after it.
-TCMALLOC := $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4))
+# (benchmarks/bench_cpu_parallelism.py, arms eager vs tcmalloc). The shell finds the library when the
+# recipe runs, after `apt` has installed it on a fresh machine; nothing is preloaded where it is missing,
+# and a user's own LD_PRELOAD is kept after it.
+WITH_TCMALLOC = LD_PRELOAD="$$(ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4 2>/dev/null | head -n 1)$${LD_PRELOAD:+ $$LD_PRELOAD}"
 # Offline by default: nothing reaches a model hub at run time.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -49,10 +50,10 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@touch $(STAMP)
 
 repro: setup
-	LD_PRELOAD="$(TCMALLOC)$${LD_PRELOAD:+ $$LD_PRELOAD}" dvc repro
+	$(WITH_TCMALLOC) dvc repro
 
 ablations: setup
-	LD_PRELOAD="$(TCMALLOC)$${LD_PRELOAD:+ $$LD_PRELOAD}" dvc repro ablations/dvc.yaml
+	$(WITH_TCMALLOC) dvc repro ablations/dvc.yaml
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,14 +1,15 @@
 """How to spend a small CPU's cores on one training stage (JSON on stdout), arms side by side:
 
-- `eager`: what the pipeline does: one process, torch's default threads, batches built in that process;
+- `eager`: how the pipeline trains: one process, torch's default threads, batches built in that process
+  (`make repro` adds tcmalloc: the `tcmalloc` arm);
 - `loader_worker`: the same with `data.num_workers: 1` (batches built in a DataLoader worker process);
 - `compiled`: the same with each LLM decoder layer wrapped by `torch.compile` (inductor, CPU);
 - `two_processes`: `torchrun --nproc_per_node 2`, DeepSpeed ZeRO-2 over gloo, one torch thread each, the
   same global batch (`train.backend: deepspeed`, `train.nproc: 2`, `train.threads: 1`);
 - `omp_active`, `omp_passive`: `eager` with OpenMP's waiting threads spinning (`OMP_WAIT_POLICY=ACTIVE`) or
   sleeping (`PASSIVE`) instead of libgomp's default (spin a while, then sleep);
-- `jemalloc`, `tcmalloc`: `eager` with that allocator preloaded (`LD_PRELOAD`; Debian packages libjemalloc2
-  and libtcmalloc-minimal4, which the pipeline does not need).
+- `jemalloc`, `tcmalloc`: `eager` with that allocator preloaded (`LD_PRELOAD`; Debian packages libjemalloc2,
+  which `make` does not install, and libtcmalloc-minimal4, which it does: `make repro` preloads it).
 
 The `omp_*` and allocator arms change no arithmetic: their `same_train_loss_as_eager` must be true.
 
