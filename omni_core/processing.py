@@ -17,6 +17,7 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio
+from av.video.reformatter import VideoReformatter
 from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers import AutoTokenizer
 
@@ -107,11 +108,12 @@ def load_video_frames(part: dict, base_dir: Path, fps: float, max_frames: int) -
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"                      # multi-threaded decoding
                 rate = float(stream.average_rate or stream.guessed_rate or 25)
+                to_rgb = VideoReformatter()     # one scaler per video: frame.to_image() builds one per frame
                 next_t = 0.0
                 for i, frame in enumerate(container.decode(stream)):
                     t = float(frame.time) if frame.time is not None else i / rate
                     if t + 0.5 / rate >= next_t:
-                        frames.append(frame.to_image())
+                        frames.append(to_rgb.reformat(frame, format="rgb24").to_image())
                         next_t += 1.0 / fps
         except (av.FFmpegError, OSError) as err:
             raise MediaError(f"{path}: cannot decode the video ({err}); re-encode it (e.g. H.264 mp4)") from err

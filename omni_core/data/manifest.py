@@ -5,7 +5,9 @@ decode media; validate.py does, for the whole file.
 """
 from __future__ import annotations
 
+import functools
 import json
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -107,6 +109,12 @@ def answer_text(sample: Sample) -> str:
     return ""
 
 
+@functools.lru_cache(maxsize=16)
+def _resolved(directory: str) -> Path:
+    """The real path of a manifest's folder (absolute), resolved once rather than once per media file."""
+    return Path(directory).resolve()
+
+
 def safe_media_path(base_dir: str | Path, rel: str) -> Path:
     """``base_dir / rel`` if ``rel`` is relative and stays inside ``base_dir``; else ManifestError."""
     if not isinstance(rel, str) or not rel:
@@ -114,7 +122,7 @@ def safe_media_path(base_dir: str | Path, rel: str) -> Path:
     p = PurePosixPath(rel)
     if p.is_absolute() or "\\" in rel or (len(rel) > 1 and rel[1] == ":"):
         raise ManifestError(f"media path {rel!r} is absolute; make it relative to the manifest's folder")
-    base = Path(base_dir).resolve()
+    base = _resolved(os.path.abspath(base_dir))
     full = (base / p).resolve()
     if ".." in p.parts or not full.is_relative_to(base):
         raise ManifestError(f"media path {rel!r} leaves the manifest's folder {base}; copy the file "

@@ -1,7 +1,8 @@
 """The Baichuan-Omni model: `build_model(cfg, tokenizer)` and its HF classes (registered with the Auto classes).
 
 Names load on first use (PEP 562): `omni_core.model.token_counts` is used where nothing else of the model is
-(the figures' token budget), and importing torch's and transformers' modeling code takes ~4 s.
+(the figures' token budget), and importing torch's and transformers' modeling code takes ~4 s (the package
+itself imports only `transformers.utils`, 0.7 s).
 """
 from __future__ import annotations
 
@@ -12,6 +13,21 @@ _WHERE = {"OmniConfig": "configuration", "OmniForConditionalGeneration": "omni",
           "load_tokenizer": "tokenizer", "prepare_tokenizer": "tokenizer", "train_tokenizer": "tokenizer"}
 __all__ = ["OmniConfig", "OmniForConditionalGeneration", "build_model", "load_tokenizer", "prepare_tokenizer",
            "train_tokenizer"]
+
+
+def _hide_sklearn_from_generation() -> None:
+    """transformers' generation code imports scikit-learn (0.8 s of every process that builds the model; a
+    `dvc repro` starts 13) only to adapt assisted decoding's confidence threshold, which nothing here uses.
+    The modules transformers imports from now on see it absent; its own import checks still find it."""
+    import sys
+
+    if "transformers.generation.candidate_generator" not in sys.modules:
+        import transformers.utils
+
+        transformers.utils.is_sklearn_available = lambda: False
+
+
+_hide_sklearn_from_generation()
 
 if TYPE_CHECKING:
     from omni_core.model.configuration import OmniConfig
