@@ -4,7 +4,13 @@
   model and loop) is asked to exit (papermill's default) or killed once its last cell has run (what
   `python -m omni_core.notebooks run` does): the interpreter's teardown is the difference;
 - the runner's imports: `import papermill` in a fresh interpreter, as installed and with `rfc3987_syntax`
-  blocked (what `python -m omni_core.notebooks run` does; jsonschema builds a Lark grammar with it).
+  blocked (what `python -m omni_core.notebooks run` does; jsonschema builds a Lark grammar with it);
+- the model's imports: `import omni_core.model.omni` in a fresh interpreter, with transformers' generation
+  code loaded first as transformers loads it (it then imports scikit-learn) and as omni_core loads it
+  (scikit-learn hidden from that code);
+- video decoding (1d, 1f, SFT and evaluation decode ~2,800 clips): PyAV's `frame.to_image()`, which builds
+  a pixel-format converter per frame, against `load_video_frames` (one per video), on tiny moving-digit
+  clips like the data's; the frames must be equal.
 
     python benchmarks/bench_notebook_overhead.py [--reps 3] [--out benchmarks/results/notebook_overhead.json]
 
@@ -59,6 +65,47 @@ def _import_seconds(block_rfc3987: bool) -> float:
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
+def _model_import_seconds(sklearn_hidden: bool) -> float:
+    first = "" if sklearn_hidden else "import transformers.generation.candidate_generator\n"
+    code = f"import time\nt = time.perf_counter()\n{first}import omni_core.model.omni\nprint(time.perf_counter() - t)"
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def _videos(folder: Path, n: int = 200) -> list[Path]:
+    import numpy as np
+
+    from omni_core.data.sources.media import write_mp4
+    from omni_core.data.sources.video import moving_digit
+
+    rng = np.random.default_rng(0)
+    digit = (rng.random((28, 28)) * 255).astype(np.uint8)
+    paths = [folder / f"clip{i}.mp4" for i in range(n)]
+    for i, p in enumerate(paths):
+        write_mp4(p, moving_digit(digit, ("left", "right", "up", "down")[i % 4], 4, 32, rng), fps=1.0)
+    return paths
+
+
+def _decode_ms(paths: list[Path], per_frame_converter: bool) -> tuple[float, list]:
+    """Milliseconds per clip, and every clip's frames as arrays."""
+    import av
+    import numpy as np
+
+    from omni_core.processing import load_video_frames
+
+    clips = []
+    t = time.perf_counter()
+    for p in paths:
+        if per_frame_converter:
+            with av.open(str(p)) as c:
+                stream = c.streams.video[0]
+                stream.thread_type = "AUTO"
+                clips.append([f.to_image() for f in c.decode(stream)])
+        else:
+            clips.append(load_video_frames({"type": "video", "path": p.name}, p.parent, fps=1.0, max_frames=64))
+    ms = 1000 * (time.perf_counter() - t) / len(paths)
+    return ms, [np.asarray(f) for frames in clips for f in frames]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
@@ -72,8 +119,11 @@ def main() -> None:
     wall: dict[str, list[float]] = {k: [] for k in shutdowns}
     teardown: dict[str, list[float]] = {k: [] for k in shutdowns}
     imports: dict[str, list[float]] = {"as_installed": [], "rfc3987_blocked": []}
+    model_imports: dict[str, list[float]] = {"sklearn_imported": [], "sklearn_hidden": []}
+    decode: dict[str, list[float]] = {"converter_per_frame": [], "converter_per_video": []}
     with tempfile.TemporaryDirectory() as tmp:
         nb = _notebook(Path(tmp) / "stage.ipynb")
+        clips = _videos(Path(tmp) / "clips")
         for _ in range(args.reps):
             for k in shutdowns:
                 w, t = _papermill_seconds(nb, Path(tmp) / f"out_{k}.ipynb", k)
@@ -81,16 +131,28 @@ def main() -> None:
                 teardown[k].append(t)
             for k, block in (("as_installed", False), ("rfc3987_blocked", True)):
                 imports[k].append(_import_seconds(block))
+            for k, hidden in (("sklearn_imported", False), ("sklearn_hidden", True)):
+                model_imports[k].append(_model_import_seconds(hidden))
+            (ms_frame, a), (ms_video, b) = _decode_ms(clips, True), _decode_ms(clips, False)
+            assert len(a) == len(b) and all((x == y).all() for x, y in zip(a, b)), "the two decoders' frames differ"
+            decode["converter_per_frame"].append(ms_frame)
+            decode["converter_per_video"].append(ms_video)
     med, shut, imp = ({k: round(statistics.median(v), 2) for k, v in d.items()} for d in (wall, teardown, imports))
+    model_imp, dec = ({k: round(statistics.median(v), 2) for k, v in d.items()} for d in (model_imports, decode))
     saved = (med["graceful"] - med["immediate"]) + (imp["as_installed"] - imp["rfc3987_blocked"])
     report = json.dumps({
         "stage_imports": STAGE_IMPORTS, "reps": args.reps,
         "notebook_run_seconds": med, "last_cell_to_papermill_return_seconds": shut,
         "papermill_import_seconds": imp,
+        "model_import_seconds": model_imp, "model_import_ratio_hidden_to_imported":
+            round(model_imp["sklearn_hidden"] / model_imp["sklearn_imported"], 2),
+        "video_decode_ms_per_clip": dec, "video_decode_ratio_per_video_to_per_frame":
+            round(dec["converter_per_video"] / dec["converter_per_frame"], 2),
         "saved_per_stage_seconds": round(saved, 2), "notebook_stages_in_dvc_yaml": notebook_stages,
         "saved_per_repro_seconds": round(saved * notebook_stages, 1),
         "runs": {"notebook_run_seconds": wall, "last_cell_to_papermill_return_seconds": teardown,
-                 "papermill_import_seconds": imports},
+                 "papermill_import_seconds": imports, "model_import_seconds": model_imports,
+                 "video_decode_ms_per_clip": decode},
     }, indent=2)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report + "\n")
