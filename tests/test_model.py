@@ -106,7 +106,8 @@ def _grad_sums(model):
 
 def test_building_the_model_does_not_import_scikit_learn():
     """transformers' generation code imports scikit-learn (0.8 s a process) for assisted decoding only;
-    omni_core.model hides it from that code alone: transformers' own availability check still finds it."""
+    omni_core.model hides it from the transformers modules imported after it, while transformers' own
+    availability check (import_utils) still finds it."""
     code = ("import sys; import omni_core.model.omni; from transformers.utils import import_utils; "
             "print('sklearn' in sys.modules, import_utils.is_sklearn_available())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
