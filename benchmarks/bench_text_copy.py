@@ -94,7 +94,8 @@ def main() -> None:
     tok_dir = Path(cfg.data.root) / "tokenizer"
     if not (REPO_ROOT / tok_dir).exists() and not tok_dir.exists():
         raise SystemExit(f"{tok_dir} does not exist: prepare the data first (make data, or dvc repro prepare_data)")
-    tok = load_tokenizer(tok_dir)           # with the chat template and special tokens, as training uses
+    # with the chat template and special tokens, as training uses
+    tok = load_tokenizer(tok_dir, cfg.model.trust_remote_code)
     arms = [run_arm(cfg, tok, lr, args.steps, args.batch_size, args.eval_every, args.seed) for lr in args.lrs]
     result = {"benchmark": "text_copy", "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
               "score": "teacher-forced exact match %, 256 held-out instructions", "arms": arms,

@@ -337,7 +337,8 @@ def main(argv=None) -> dict:
     data = Path(args.data or cfg.data.root)
     if not (data / "train.jsonl").exists():
         raise SystemExit(f"{data / 'train.jsonl'} is missing: run `python -m omni_core.data prepare` first")
-    processor = OmniProcessor(load_tokenizer(cfg.model.tokenizer.path or data / "tokenizer"), cfg.model)
+    tokenizer = load_tokenizer(cfg.model.tokenizer.path or data / "tokenizer", cfg.model.trust_remote_code)
+    processor = OmniProcessor(tokenizer, cfg.model)
     out = {"settings": {"profile": cfg.profile, "batch": args.batch, "steps": args.steps, "rounds": args.rounds,
                         "threads": args.threads, "dtype": "float32", "device": "cpu", "data": str(data),
                         "machine": platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__}}

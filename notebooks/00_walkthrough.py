@@ -31,9 +31,11 @@ from PIL import Image
 from omni_core import load_config
 from omni_core.eval.ablation import token_budget
 from omni_core.model import build_model, train_tokenizer
-from omni_core.model.token_counts import audio_num_tokens, audio_num_windows, tokens_per_tile
+from omni_core import plots
 from omni_core.model.pretrained import full_scale_model_on_meta
-from omni_core.model.vision import anyres_tiles
+from omni_core.model.token_counts import audio_num_tokens, audio_num_windows, image_tokens
+from omni_core.model.token_counts import token_budget as unit_budget
+from omni_core.model.vision import anyres_tiles, patch_token_map
 from omni_core.processing import OmniProcessor
 
 tokenizer = train_tokenizer(["Describe the image.", "What is said in the audio?", "A handwritten digit seven."] * 4, 300)
@@ -44,12 +46,14 @@ for name, n in counts.items():
 print(f"{'total':17s} {sum(counts.values()) / 1e9:6.3f} B  ({sum(counts.values()) * 2 / 2**30:.1f} GiB in bf16)")
 
 # %% [markdown]
-# ## Vision: SigLIP, AnyRes tiles and 2x2 pooling
+# ## Vision: SigLIP, AnyRes tiles and 2x2 spatial pooling
 # siglip-so400m-patch14-384 cuts a 384 px tile into 27 x 27 = 729 patches of 14 px and returns one
 # 1152-wide vector per patch. Images larger than one tile are split into a grid of 384 px tiles
-# (AnyRes) plus one downsampled **global** view, so small text stays readable. The projector groups
-# the patch tokens 2 x 2 (mean pooling) and maps them to the LLM width with a 2-layer MLP:
-# 729 -> 182 tokens per tile, a 4x saving that the paper's projector ablation found worth its cost.
+# (AnyRes) plus one downsampled **global** view, so small text stays readable. The projector averages
+# each 2 x 2 **neighbourhood** of the patch grid into one token and maps it to the LLM width with a
+# 2-layer MLP. 27 is odd, so one axis is padded (its last row of tokens averages one patch row) and on the
+# other the last token takes three columns: 14 x 13 = 182 tokens per tile, the paper's count, with every
+# patch in exactly one token.
 
 # %%
 v = cfg.model.vision
@@ -57,19 +61,29 @@ patches = torch.empty(1, (v.image_size // v.patch_size) ** 2, model.config.visio
 print("one tile:", tuple(patches.shape), "->", tuple(model.vision_projector(patches).shape))
 grid = anyres_tiles(Image.new("RGB", (image_side, image_side // 2)), v.image_size, v.max_tiles)
 print(f"a {image_side}x{image_side // 2} image -> {len(grid)} tiles (grid + global view) "
-      f"-> {len(grid) * tokens_per_tile(v.image_size, v.patch_size, v.pool)} LLM tokens")
+      f"-> {image_tokens(image_side, image_side // 2, v)} LLM tokens")
 
 # %% [markdown]
-# ## Video: the same encoder, its own projector
-# Frames are sampled at 1 fps (at most 48) and encoded by the same SigLIP; an extra 2 x 2 pooling
-# before a **separate** video projector (initialised from the image projector) keeps long videos
-# affordable. That extra pooling averages runs of 4 patch rows, so that with the projector's groups of 4
-# along a row each frame token covers a block of the frame: where things are, and which way they move,
-# survives (`omni_core/model/vision.py`).
+# ## Video: every frame through the image path, its own projector
+# Frames are sampled at 1 fps (at most 48) and each goes through the image path: a frame of up to
+# 384 x 768 becomes one tile (a square frame) or two tiles plus a global view (a wide one), pooled 2 x 2
+# like an image tile, then a **separate** video projector (initialised from the image projector) maps
+# them to the LLM: 182-546 tokens per frame. The picture below shows which patches feed which token, for
+# an image tile and for a wide frame's two tiles (the red line is the tile border; the global view is one
+# more tile like the first panel). Each coloured block is one token: a token never mixes patches from
+# distant parts of the picture, so where things are, and which way they move, survives the pooling.
 
 # %%
-per_frame = tokens_per_tile(v.image_size, v.patch_size, v.pool, v.video_pool)
-print(f"tokens per frame: {per_frame}; a 48-frame video: {48 * per_frame} tokens")
+tile = patch_token_map(v.image_size // v.patch_size, v.pool, v.pool_type)
+frame_tile = patch_token_map(v.image_size // v.patch_size, v.video_pool, v.pool_type)
+wide = np.concatenate([frame_tile] + [frame_tile + (k + 1) * (frame_tile.max() + 1) for k in range(v.video_max_tiles - 1)], 1)
+budget_units = unit_budget(v, cfg.model.audio)
+plots.plot_pool_geometry({
+    f"image tile: {tile.shape[0]}x{tile.shape[1]} patches -> {budget_units['image_tile_tokens']} tokens": tile,
+    f"video frame {v.image_size}x{v.image_size * v.video_max_tiles}: {v.video_max_tiles} tiles + global view "
+    f"-> {budget_units['video_frame_tokens_max']} tokens": wide}, tile_side=tile.shape[1])
+print(f"tokens per frame: {budget_units['video_frame_tokens_min']}-{budget_units['video_frame_tokens_max']}; "
+      f"a 48-frame video: up to {budget_units['video_tokens_48_frames']} tokens")
 
 # %% [markdown]
 # ## Audio: Whisper windows and the Conv-GMLP projector

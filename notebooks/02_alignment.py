@@ -23,9 +23,10 @@
 # | 1a image caption | visual projector (tiny: + LLM) | map visual features into the LLM's embedding space with the LLM frozen, so its language ability cannot drift |
 # | 1b image VQA | + vision encoder (tiny: projector + LLM) | VQA/OCR need finer features than captions; captions stay in the mix to limit drift |
 # | 1c image full | + LLM | let the LLM adapt to visual tokens; pure text in the mix keeps its text skills |
-# | 1d video | video projector only (tiny: + LLM) | reuse the aligned image path, learn the temporal pooling |
+# | 1d video, step 1 (`1d_video_images`) | video projector only, on images as one-frame videos | start the video projector (a copy of the image projector) on the data it already knows |
+# | 1d video, step 2 (`1d_video`) | video projector only (tiny: + LLM), images and videos mixed | frames go through the image path (AnyRes tiles, 2 x 2 pooling); learn to read them as a sequence |
 # | 1e audio | audio encoder + Conv-GMLP (tiny: Conv-GMLP + LLM, the encoder stays as 0 audio left it; first the Conv-GMLP alone learns, by CTC over the LLM's own word embeddings, to say each spoken word as the LLM embeds it) | ASR aligns speech with text while the LLM stays frozen |
-# | 1f omni alignment | everything (tiny: but the vision tower and projector, which keep 1a-1c's digits, and the audio encoder) | image, video and audio pairs mixed, so modalities stop competing |
+# | 1f omni alignment | everything (tiny: but the vision tower and projector, which keep 1a-1c's digits, and the audio encoder) | image, video and audio pairs mixed (videos with their own sound track among them), so modalities stop competing |
 #
 # The tiny profile departs from the paper where its size forces it (`benchmarks/bench_media_reading.py`
 # measured both): its 4-layer LM cannot be steered by soft tokens while frozen, so it trains in every

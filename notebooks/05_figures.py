@@ -46,8 +46,8 @@ plots.plot_metric_vs_chance(load_results(cfg.eval.metrics_dir), out / "metric_vs
 # %% [markdown]
 # ## Token budget at full scale
 # Tokens the LLM reads per modality with the paper's settings: 182 tokens per 384 px tile (AnyRes
-# grid + a global view), video at 1 fps up to 48 frames with an extra 2x2 pooling, audio at 50/n
-# tokens per second.
+# grid + a global view), video at 1 fps up to 48 frames of 182-546 tokens (a frame of up to 384 x 768 takes
+# the image path: one tile, or two and a global view), audio at 50/n tokens per second.
 
 # %%
 full = load_config(params, profile="full")

@@ -57,8 +57,13 @@ class VisionConfig:
     num_heads: int = field(default=4, metadata=_range(1))
     intermediate_size: int = field(default=256, metadata=_range(8))
     max_tiles: int = field(default=4, metadata=_range(1, 64))  # AnyRes grid tiles, plus one global thumbnail
-    pool: int = field(default=2, metadata=_range(1, 8))        # token pooling in the projector (2 -> 2x2)
-    video_pool: int = field(default=2, metadata=_range(1, 8))  # extra pooling for video frames
+    # how the projector pools the patch grid of a tile (token_counts.py): "paper" = means of pool x pool spatial
+    # neighbourhoods (27x27 -> 14 x 13 = 182 at pool 2), "bilinear" = resized to ceil(side / pool) squared
+    # (LLaVA-OneVision's 196), "none" = every patch is a token (729)
+    pool_type: Literal["paper", "bilinear", "none"] = "paper"
+    pool: int = field(default=2, metadata=_range(1, 8))        # image tiles: pool x pool neighbourhoods
+    video_pool: int = field(default=2, metadata=_range(1, 8))  # video frames: the same pool, its own size
+    video_max_tiles: int = field(default=2, metadata=_range(1, 64))  # AnyRes tiles per video frame (+1 global if > 1)
     video_fps: float = field(default=1.0, metadata=_range(0.01, 60))
     video_max_frames: int = field(default=48, metadata=_range(1, 1024))
 
@@ -89,6 +94,8 @@ class ModelConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    # run the Python code a checkpoint ships (a Baichuan-family LLM or tokenizer); off unless you trust its source
+    trust_remote_code: bool = False
     dtype: Literal["float32", "bfloat16"] = "float32"   # fp32 on CPU (bf16 there is emulated, or slower: README)
 
 
@@ -132,6 +139,10 @@ class StageConfig:
     eval_every: int = field(default=50, metadata=_range(1))
     val_samples: int = field(default=64, metadata=_range(1))   # val-split samples of the mixture's tasks for val loss
     init_video_projector: bool = False   # copy the image projector into the video projector first (paper)
+    images_as_video: bool = False        # images go through the video path as one-frame videos (stage 1d's first step)
+    # >0: the paper's SFT data filter: score every sample of the mixture with the starting model and keep those whose
+    # loss lies within mean +/- k standard deviations (train/loss_filter.py); 0 = off
+    loss_filter_k: float = field(default=0.0, metadata=_range(0.0))
     # >0: first train the audio projector alone this many steps with CTC over the LLM's input embeddings
     # (train/projector_ctc.py; tiny profile: its LM reads soft tokens only once they look like its words)
     audio_projector_ctc_steps: int = field(default=0, metadata=_range(0))
@@ -299,6 +310,9 @@ def _validate(cfg: Config, source: str) -> None:
             raise ConfigError(f"{source}: stages.{name}.audio_projector_ctc_steps warms up the audio projector of "
                               f"an lm stage that trains it; give stages.{name}.lr.audio_projector an lr > 0 "
                               f"or set audio_projector_ctc_steps to 0")
+        if st.loss_filter_k > 0 and st.objective != "lm":
+            raise ConfigError(f"{source}: stages.{name}.loss_filter_k filters the samples of an lm stage's mixture; "
+                              f"objective {st.objective} reads its own data, so set it to 0")
         for task, w in st.mixture.items():
             if w < 0:
                 raise ConfigError(f"{source}: stages.{name}.mixture.{task} = {w} must be >= 0")

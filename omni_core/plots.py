@@ -20,10 +20,12 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import matplotlib.collections
 import matplotlib.lines
 import matplotlib.patches
 import matplotlib.pyplot as plt
 import matplotlib.ticker
+import numpy as np
 
 from .eval.metrics import METRICS, TABLES, TASKS, higher_is_better, one_answer_for_all, task_spec  # noqa: E402
 from .eval.reported import REPORTED_DOWNSAMPLE_WER  # noqa: E402
@@ -304,10 +306,14 @@ def plot_token_budget(budget: Mapping[str, Mapping], out: str | Path) -> list[Pa
     axes[0].bar([str(t) for t in img["tiles"]], img["tokens"], color=_TABLE_COLORS["image"])
     axes[0].set_xlabel("AnyRes grid tiles (+1 global view when > 1)")
     axes[0].set_title(f"image: {img['tokens_per_tile']} tokens per tile", fontsize=10)
-    axes[1].plot(vid["seconds"], vid["tokens"], color=_TABLE_COLORS["video"])
+    lo, hi = vid["tokens_per_frame"]
+    axes[1].fill_between(vid["seconds"], vid["tokens_min"], vid["tokens"], color=_TABLE_COLORS["video"], alpha=0.25,
+                         label=f"{lo}-{hi} tokens/frame (frame shape)")
+    axes[1].plot(vid["seconds"], vid["tokens"], color=_TABLE_COLORS["video"], label="widest frame")
+    axes[1].plot(vid["seconds"], vid["tokens_min"], color=_TABLE_COLORS["video"], ls="--", label="square frame")
     axes[1].set_xlabel("video seconds")
-    axes[1].set_title(f"video: {vid['tokens_per_frame']} tokens/frame, {vid['fps']:g} fps, "
-                      f"max {vid['max_frames']} frames", fontsize=10)
+    axes[1].set_title(f"video: {lo}-{hi} tokens/frame, {vid['fps']:g} fps, max {vid['max_frames']} frames", fontsize=10)
+    axes[1].legend(fontsize=8, frameon=False)
     for n, toks in aud["tokens"].items():
         axes[2].plot(aud["seconds"], toks, label=f"n={n} ({50 / int(n):g} tok/s)")
     axes[2].set_xlabel("audio seconds")
@@ -318,6 +324,42 @@ def plot_token_budget(budget: Mapping[str, Mapping], out: str | Path) -> list[Pa
         ax.grid(alpha=0.3)
     fig.suptitle(f"Token budget per modality ({budget.get('scale', 'full')} scale)", fontsize=11)
     fig.tight_layout()
+    return save_figure(fig, out)
+
+
+# ------------------------------------------------------------------------------------ token geometry
+def plot_pool_geometry(maps: Mapping[str, np.ndarray], out: str | Path | None = None,
+                       tile_side: int | None = None) -> list[Path]:
+    """One panel per patch grid: each patch coloured by the token it feeds, token borders drawn, so a token that
+    mixed distant patches would show as a broken region. ``maps``: title -> (rows, cols) token index per patch
+    (`omni_core.model.vision.patch_token_map`; tiles side by side for a frame of several tiles, their borders
+    drawn in red every ``tile_side`` patches)."""
+    fig, axes = plt.subplots(1, len(maps), figsize=(4.2 * len(maps), 4.2), squeeze=False)
+    palette = np.array([[0.62, 0.79, 0.88], [0.99, 0.75, 0.52], [0.70, 0.87, 0.54], [0.85, 0.73, 0.87]])
+    for ax, (title, tokens) in zip(axes[0], maps.items()):
+        tokens = np.asarray(tokens)
+        # neighbouring tokens get different colours: two alternating colours along rows, two along columns
+        row_of = np.cumsum(np.r_[0, np.any(np.diff(tokens, axis=0) != 0, axis=1)])[:, None]
+        col_of = np.cumsum(np.r_[0, np.any(np.diff(tokens, axis=1) != 0, axis=0)])[None, :]
+        ax.imshow(palette[(row_of % 2) * 2 + col_of % 2], interpolation="nearest")
+        rows, cols = np.nonzero(np.diff(tokens, axis=0))                  # borders between vertical neighbours
+        segments = [[(c - 0.5, r + 0.5), (c + 0.5, r + 0.5)] for r, c in zip(rows, cols)]
+        rows, cols = np.nonzero(np.diff(tokens, axis=1))                  # ... and between horizontal ones
+        segments += [[(c + 0.5, r - 0.5), (c + 0.5, r + 0.5)] for r, c in zip(rows, cols)]
+        ax.add_collection(matplotlib.collections.LineCollection(segments, colors="k", linewidths=0.6))
+        for x in range(tile_side or tokens.shape[1], tokens.shape[1], tile_side or tokens.shape[1]):
+            ax.axvline(x - 0.5, color="red", lw=2.5)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(f"{tokens.shape[1]} patch columns")
+        ax.set_ylabel(f"{tokens.shape[0]} patch rows")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Which patches feed which LLM token (one coloured region = one token)", fontsize=11)
+    fig.tight_layout()
+    if out is None:
+        _show_in_notebook(fig)
+        plt.close(fig)
+        return []
     return save_figure(fig, out)
 
 
@@ -380,8 +422,6 @@ def show_samples(samples: Sequence[Mapping], root: str | Path, per_task: int = 1
     """A grid with the first ``per_task`` sample(s) of every task: the media as decoded for the model
     (image, first video frame, audio waveform) above the question and the answer; returns the figure."""
     import textwrap
-
-    import numpy as np
 
     from .data.manifest import answer_text, media_parts
     from .processing import load_audio, load_image, load_video_frames

@@ -1,8 +1,10 @@
 """`OmniProcessor`: one conversation (chat messages with typed content parts) -> model inputs + labels.
 
 Media are decoded here (PIL for images, PyAV for video, soundfile / PyAV for audio), turned into tensors
-(AnyRes tiles, sampled frames, Whisper log-mel windows), and each media part becomes
+(AnyRes tiles of images and of sampled video frames, Whisper log-mel windows), and each media part becomes
 ``<|x_start|>`` + N ``<|x_pad|>`` + ``<|x_end|>`` with N from the same counting functions the model uses.
+A video part with ``"audio": true`` also feeds its own sound track to the audio branch, as an audio span
+right after the frames (both cover the same clip).
 Labels come from the chat template's ``{% generation %}`` marks (assistant turns only).
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ from omni_core.model.audio import audio_to_features, feature_extractor
 from omni_core.model.configuration import MEDIA, SPECIAL_TOKENS
 from omni_core.model.token_counts import SAMPLING_RATE, audio_num_tokens, tokens_per_tile
 from omni_core.model.tokenizer import prepare_tokenizer
-from omni_core.model.vision import anyres_tiles, square_frame, to_pixel_values
+from omni_core.model.vision import anyres_tiles, to_pixel_values
 
 ROLES = ("system", "user", "assistant")
 PROCESSOR_FILE = "omni_processor.json"
@@ -88,7 +90,7 @@ def load_image(part: dict, base_dir: Path, max_side: int) -> Image.Image:
 def load_video_frames(part: dict, base_dir: Path, fps: float, max_frames: int) -> list[Image.Image | np.ndarray]:
     """Frames sampled at ``fps`` (first frame at t=0), thinned uniformly to ``max_frames``.
 
-    In-memory ``frames`` are taken as already sampled. The audio track is ignored here.
+    In-memory ``frames`` are taken as already sampled. The sound track is read by :func:`load_audio`.
     """
     if "frames" in part:
         frames, name = list(part["frames"]), "in-memory video"
@@ -138,8 +140,23 @@ def _decode_audio_pyav(path: Path) -> np.ndarray:
 
 
 def load_audio(part: dict, base_dir: Path) -> np.ndarray:
-    """16 kHz mono float32 waveform; empty or non-finite audio is an error, silence is fine."""
-    if "array" in part:
+    """16 kHz mono float32 waveform; empty or non-finite audio is an error, silence is fine.
+
+    A video part's sound track (``{"type": "video", "audio": true}``) is decoded with PyAV."""
+    if part.get("type") == "video":
+        if "path" not in part:
+            raise MediaError('in-memory video frames carry no sound track: drop "audio": true, or pass the sound '
+                             'as an audio part with "array" and "sampling_rate"')
+        path = _media_path(part, base_dir)
+        try:
+            wav, sr, name = _decode_audio_pyav(path), SAMPLING_RATE, str(path)
+        except MediaError as err:
+            raise MediaError(f'{err}: the video has no sound track; drop "audio": true or re-encode the video '
+                             "with its sound") from err
+        except (av.FFmpegError, OSError) as err:
+            raise MediaError(f"{path}: cannot decode the video's sound track ({err}); re-encode it (e.g. H.264 + "
+                             "AAC mp4)") from err
+    elif "array" in part:
         name = "in-memory audio"
         if "sampling_rate" not in part:
             raise MediaError(f"{name}: an audio part with 'array' needs 'sampling_rate'")
@@ -169,13 +186,15 @@ def load_audio(part: dict, base_dir: Path) -> np.ndarray:
 class OmniProcessor:
     """Tokenizer + chat template + image / video / audio preprocessing for `OmniForConditionalGeneration`."""
 
-    def __init__(self, tokenizer, model_cfg: ModelConfig):
+    def __init__(self, tokenizer, model_cfg: ModelConfig, images_as_video: bool = False):
         self.tokenizer = prepare_tokenizer(tokenizer)
         self.model_cfg = model_cfg
+        # stage 1d's first step: every image goes through the video path as a one-frame video
+        self.images_as_video = images_as_video
         v, a = model_cfg.vision, model_cfg.audio
         self.feature_extractor = feature_extractor(a.num_mel_bins)
-        self.image_tokens_per_tile = tokens_per_tile(v.image_size, v.patch_size, v.pool)
-        self.video_tokens_per_frame = tokens_per_tile(v.image_size, v.patch_size, v.pool, v.video_pool)
+        self.image_tokens_per_tile = tokens_per_tile(v.image_size, v.patch_size, v.pool, v.pool_type)
+        self.video_tokens_per_tile = tokens_per_tile(v.image_size, v.patch_size, v.video_pool, v.pool_type)
         self.pad_ids = {m: self.tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS[m]["pad"]) for m in MEDIA}
 
     # ------------------------------------------------------------------------------- save / load
@@ -201,9 +220,21 @@ class OmniProcessor:
         return to_pixel_values(tiles), len(tiles) * self.image_tokens_per_tile
 
     def _video(self, part: dict, base_dir: Path) -> tuple[torch.Tensor, int]:
+        """Each sampled frame through the image path: its AnyRes tiles (at most ``video_max_tiles`` + a global
+        view), all frames' tiles in one tensor."""
         v = self.model_cfg.vision
-        frames = load_video_frames(part, base_dir, v.video_fps, v.video_max_frames)
-        return to_pixel_values([square_frame(f, v.image_size) for f in frames]), len(frames) * self.video_tokens_per_frame
+        if self.images_as_video and "frames" not in part and part.get("type") == "image":
+            frames = [load_image(part, base_dir, v.image_size * v.video_max_tiles)]
+        else:
+            frames = load_video_frames(part, base_dir, v.video_fps, v.video_max_frames)
+        tiles = [t for f in frames for t in self.frame_tiles(f)]
+        return to_pixel_values(tiles), len(tiles) * self.video_tokens_per_tile
+
+    def frame_tiles(self, frame: np.ndarray | Image.Image) -> list[Image.Image]:
+        """The tiles of one video frame (HxWx3 uint8 or PIL), as the encoder sees them."""
+        v = self.model_cfg.vision
+        image = frame if isinstance(frame, Image.Image) else Image.fromarray(np.asarray(frame, dtype=np.uint8))
+        return anyres_tiles(image, v.image_size, v.video_max_tiles)
 
     def _audio(self, part: dict, base_dir: Path) -> tuple[torch.Tensor, int]:
         a = self.model_cfg.audio
@@ -230,12 +261,19 @@ class OmniProcessor:
                 if kind == "text":
                     parts.append(part)
                     continue
-                tensor, n = getattr(self, f"_{kind}")(part, base_dir)
+                as_video = kind == "image" and self.images_as_video
+                tensor, n = (self._video if as_video else getattr(self, f"_{kind}"))(part, base_dir)
+                kind = "video" if as_video else kind
                 media[kind].append(tensor)
                 expected[kind] += n
-                if kind == "audio":
-                    audio_tokens.append(n)
                 parts.append({"type": kind, "num_tokens": n})
+                if kind == "audio" or (kind == "video" and part.get("audio") is True):
+                    if kind == "video":      # the clip's own sound, right after its frames
+                        tensor, n = self._audio(part, base_dir)
+                        media["audio"].append(tensor)
+                        expected["audio"] += n
+                        parts.append({"type": "audio", "num_tokens": n})
+                    audio_tokens.append(n)
             rendered.append({"role": message["role"], "content": parts})
         enc = self.tokenizer.apply_chat_template(rendered, tokenize=True, return_dict=True,
                                                  return_assistant_tokens_mask=True,

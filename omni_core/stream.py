@@ -32,13 +32,14 @@ from typing import Literal
 import numpy as np
 import torch
 import torchaudio
+from PIL import Image
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, TextStreamer
 
 from omni_core.config import Config, StreamConfig
 from omni_core.eval.runner import load_checkpoint, suppressed_token_ids
 from omni_core.model.audio import audio_to_features, feature_extractor
 from omni_core.model.token_counts import FRAME_SAMPLES, SAMPLING_RATE, audio_num_tokens, tokens_per_tile
-from omni_core.model.vision import square_frame, to_pixel_values
+from omni_core.model.vision import anyres_tiles, to_pixel_values
 from omni_core.vad import SpeechBoundaryDetector, SpeechBoundaryHead
 
 EventKind = Literal["speech_start", "speech_end", "barge_in", "answer_start", "answer_end"]
@@ -133,8 +134,8 @@ class OmniSession:
         self.on_text, self.on_event = on_text, on_event
         mc = model.config
         vc, ac = mc.vision_config, mc.audio_config
-        self.image_size = vc.image_size
-        self.frame_tokens = tokens_per_tile(vc.image_size, vc.patch_size, mc.vision_pool, mc.video_pool)
+        self.image_size, self.video_max_tiles = vc.image_size, mc.video_max_tiles
+        self.tile_tokens = tokens_per_tile(vc.image_size, vc.patch_size, mc.video_pool, mc.vision_pool_type)
         self.window_seconds = ac.max_source_positions * FRAME_SAMPLES / SAMPLING_RATE
         self.downsample = mc.audio_downsample
         self.extractor = getattr(processor, "feature_extractor", None) or feature_extractor(ac.num_mel_bins)
@@ -262,8 +263,10 @@ class OmniSession:
         if self.state != "listening":
             raise RuntimeError("add_frame after end_turn: answer() first, the next frame opens the next turn")
         start = [] if self._video_open else [self.tok["video", "start"]]
-        pixels = to_pixel_values([square_frame(frame, self.image_size)])
-        self._append(start + [self.tok["video", "pad"]] * self.frame_tokens, _Media("video", {"video_values": pixels}))
+        image = Image.fromarray(np.asarray(frame, dtype=np.uint8))
+        pixels = to_pixel_values(anyres_tiles(image, self.image_size, self.video_max_tiles))   # as the processor does
+        self._append(start + [self.tok["video", "pad"]] * (len(pixels) * self.tile_tokens),
+                     _Media("video", {"video_values": pixels}))
         self._video_open = True
         self.turns[-1].frames += 1
         if self.incremental:
@@ -445,7 +448,7 @@ def load_model(cfg: Config, checkpoint: str | Path | None = None, seed: int = 0)
         return load_checkpoint(cfg, checkpoint)
     tok_dir = cfg.model.tokenizer.path or str(Path(cfg.data.root) / "tokenizer")
     if Path(tok_dir).is_dir():
-        tokenizer = load_tokenizer(tok_dir)
+        tokenizer = load_tokenizer(tok_dir, cfg.model.trust_remote_code)
     else:
         tokenizer = train_tokenizer(short_sentences(max_words=12), cfg.model.tokenizer.vocab_size)
     processor = OmniProcessor(tokenizer, cfg.model)

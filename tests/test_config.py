@@ -25,8 +25,8 @@ def _edit(path: Path, fn) -> None:
 def test_repo_params_load_with_every_stage_of_the_recipe():
     cfg = load_config()
     assert isinstance(cfg, Config) and cfg.profile == "tiny"
-    assert list(cfg.stages) == ["0_text", "0_vision", "0_audio", "1a_image_caption", "1b_image_vqa", "1c_image_full", "1d_video",
-                                "1e_audio", "1f_omni_alignment", "2_sft"]
+    assert list(cfg.stages) == ["0_text", "0_vision", "0_audio", "1a_image_caption", "1b_image_vqa", "1c_image_full",
+                                "1d_video_images", "1d_video", "1e_audio", "1f_omni_alignment", "2_sft"]
     for name, st in cfg.stages.items():
         assert set(st.lr) <= set(MODULES), name
         assert st.init_from is None or st.init_from in cfg.stages
@@ -64,7 +64,17 @@ def test_overlay_merges_on_top_of_params(profile):
         assert resolve_init(cfg, first) == ("0_vision" if profile == "small" else None)   # passed through the skipped
     if profile == "full":                                  # the paper's learning rates
         assert cfg.stage("1a_image_caption").lr["vision_projector"] == pytest.approx(1e-3)
-        assert {m: lr for m, lr in cfg.stage("1d_video").lr.items() if lr > 0} == {"video_projector": pytest.approx(4e-6)}
+        # stage 1d in two steps: the video projector alone at 4e-6, on images as one-frame videos, then mixed
+        for name in ("1d_video_images", "1d_video"):
+            assert {m: lr for m, lr in cfg.stage(name).lr.items() if lr > 0} == {"video_projector": pytest.approx(4e-6)}
+            assert cfg.stage(name).images_as_video
+        assert cfg.stage("1d_video_images").init_video_projector and cfg.stage("1d_video_images").init_from == "1c_image_full"
+        assert cfg.stage("1d_video").init_from == "1d_video_images"
+        assert cfg.stage("1a_image_caption").init_from is None
+        v = cfg.model.vision                               # 182 tokens a tile, 1 fps, at most 48 frames
+        assert (v.pool_type, v.pool, v.video_pool, v.video_max_tiles, v.video_fps, v.video_max_frames) == \
+            ("paper", 2, 2, 2, 1.0, 48)
+        assert cfg.model.trust_remote_code is False        # opt in only for a checkpoint whose code was read
 
 
 def test_profile_key_in_params_selects_overlay(params_dir):

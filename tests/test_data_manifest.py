@@ -262,3 +262,31 @@ def test_import_refuses_missing_media(tmp_path):
     src.write_text(json.dumps(LLAVA[:1]))
     with pytest.raises(LlavaImportError, match="does not exist; check --media-root"):
         import_llava(src, tmp_path / "nowhere", tmp_path / "out" / "m.jsonl")
+
+
+def test_video_audio_flag_is_a_boolean_and_needs_a_sound_track(tmp_path):
+    """``"audio": true`` on a video part: the processor decodes the file's own sound track, so validation
+    checks that the flag is a boolean on a video, and that the file has a track (cached per file and flag)."""
+    _media(tmp_path)
+    rng = np.random.default_rng(1)
+    write_mp4(tmp_path / "media/sound.mp4", rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8), 1.0,
+              (0.1 * rng.standard_normal(12000)).astype(np.float32), 16000)
+    q = text("What number does the voice say?")
+    recs = [_good(0, "video_narration_qa", [media("video", "media/sound.mp4", audio=True), q], "seven"),
+            _good(1, "video_qa", [media("video", "media/a.mp4"), text("Which way?")], "left"),
+            _good(2, "video_narration_qa", [{**media("video", "media/sound.mp4"), "audio": "yes"}, q], "seven"),
+            _good(3, "video_narration_qa", [media("video", "media/a.mp4", audio=True), q], "seven"),
+            _good(4, parts=[{**media("image", "media/a.png"), "audio": True}, text("What colour?")])]
+    path = tmp_path / "m.jsonl"
+    write_manifest(path, recs)
+    problems = validate_manifest(path)
+    by_line = {p.line: p.reason for p in problems}
+    assert sorted(by_line) == [3, 4, 5] and all(str(p).startswith(f"{path}:{p.line}: s") for p in problems)
+    assert by_line[3] == "messages[0].content[0]: key 'audio' must be true or false (a JSON boolean), got 'yes'"
+    assert by_line[4] == (f"{(tmp_path / 'media/a.mp4').resolve()}: the video has no audio track; drop \"audio\": "
+                          f"true or re-encode it with its sound")
+    assert by_line[5].startswith("messages[0].content[0]: key 'audio' marks a video's own sound track")
+    assert [p.line for p in validate_manifest(path, check_media="exists")] == [3, 5]     # the schema, no decoding
+    assert media("video", "v.mp4") == {"type": "video", "path": "v.mp4"}      # no flag unless asked: imports unchanged
+    with pytest.raises(ValueError, match="only a video part"):
+        media("audio", "a.wav", audio=True)

@@ -105,7 +105,8 @@ def test_same_params_give_byte_identical_files_whatever_the_worker_count(tmp_pat
     digests = []
     for workers in (1, 2):
         ctx = BuildContext(cfg.data, tmp_path / f"w{workers}", 16000, workers)
-        samples = [s for t in ("image_vqa", "video_qa", "omni_continuation", "asr") for s in BUILDERS[t](ctx, "train", 3)]
+        samples = [s for t in ("image_vqa", "video_qa", "omni_continuation", "asr", "video_narration_qa")
+                   for s in BUILDERS[t](ctx, "train", 3)]
         ctx.flush()
         (ctx.out / "m.jsonl").write_text("\n".join(json.dumps(s) for s in samples))
         digests.append(_digest(ctx.out))
@@ -239,3 +240,32 @@ def test_asr_is_closed_vocabulary_and_domain_text_leaks_no_test_item(prepared):
     test_scenes = {answer_text(s) for s in test if s["task"] == "image_caption" and s["source"] == "synthetic-shapes"}
     train_text = " ".join(answer_text(s) for s in train if s["task"] == "text_lm")
     assert not any(d in train_text for d in test_scenes)
+
+
+def test_video_narration_clips_speak_another_number_in_their_own_track(prepared):
+    """video_narration_qa: the answer is in the clip's sound track (marked "audio": true), never in its picture;
+    the track decodes to the narration itself, within the clip's length, and no clip or phrasing crosses splits."""
+    import av
+
+    from omni_core.data.tasks import TASK_WORDS, _narrated_videos
+    out, _, cfg = prepared
+    ctx = BuildContext(cfg.data, out, 16000, 1)             # the same draws as prepare's; nothing is written
+    clips = {split: _narrated_videos(ctx, split, n) for split, n in PER_SPLIT.items()}
+    for split in PER_SPLIT:
+        samples = [s for s in read_manifest(out / f"{split}.jsonl") if s["task"] == "video_narration_qa"]
+        assert [media_parts(s) for s in samples] == [[{"type": "video", "path": c["path"], "audio": True}]
+                                                     for c in clips[split]]
+        for s, c in zip(samples, clips[split]):
+            assert answer_text(s) == c["said"] != c["digit"] and c["said"] in S.DIGIT_WORDS, s["id"]
+            assert c["said"] in c["narration"].split() and c["digit"] not in c["narration"].split()
+    c = clips["test"][0]
+    with av.open(str(out / c["path"])) as container:
+        track = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+        assert container.streams.audio[0].sample_rate == 16000
+    spoken, _ = sf.read(out / c["speech"], dtype="int16")     # the same flite clip, written as a WAV too
+    assert track.dtype == np.int16 and len(track) == len(spoken) and np.abs(track - spoken.astype(int)).max() <= 1
+    assert len(track) / 16000 <= min(cfg.data.max_audio_seconds, cfg.data.video_frames / 1.0)
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        for key in ("path", "mnist", "narration"):
+            assert not {c[key] for c in clips[a]} & {c[key] for c in clips[b]}, (a, b, key)
+    assert {w for cs in clips.values() for c in cs for w in (c["said"], c["digit"])} <= set(TASK_WORDS)

@@ -129,10 +129,23 @@ def test_margin_ci_is_paired_and_oriented():
 
 def test_task_registry_covers_interface_tasks():
     tasks = ("image_caption image_vqa ocr highres_read video_caption video_qa asr spoken_qa omni_image_speech "
-             "omni_continuation text_instruct text_lm asr_real").split()
+             "omni_continuation video_narration_qa text_instruct text_lm asr_real").split()
     assert set(tasks) == set(M.TASKS)
     with pytest.raises(KeyError, match="add it to"):
         M.task_spec("nope")
+
+
+def test_video_narration_chance_is_the_most_common_digit_word():
+    """The clip's picture shows another digit than its sound track says: chance is the training majority word
+    (about one in ten), and answering with the digit in the picture scores 0."""
+    spec = M.task_spec("video_narration_qa")
+    assert (spec.table, spec.metrics, spec.baseline) == ("omni", ("accuracy",), "majority")
+    q = "What number does the voice say?"
+    train = ([q] * 5, ["seven", "seven", "two", "one", "nine"])
+    said, shown = ["seven", "two", "four", "one"], ["one", "six", "seven", "zero"]
+    scores, what = M.chance_level("video_narration_qa", train, ([q] * 4, said))
+    assert scores == {"accuracy": 25.0} and what == "majority answer 'seven'"
+    assert M.score("video_narration_qa", shown, said) == {"accuracy": 0.0}
 
 
 def test_reported_numbers_stay_apart_from_measured():

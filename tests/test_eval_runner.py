@@ -53,6 +53,7 @@ PARTS = {
     "spoken_qa": [("audio", "speech.wav")],
     "omni_image_speech": [("image", "img.png"), ("audio", "speech.wav")],
     "omni_continuation": [("image", "img.png"), ("audio", "speech.wav"), ("text", "Continue.")],
+    "video_narration_qa": [("video", "clip.mp4"), ("text", "What number does the voice say?")],
     "text_instruct": [("text", "Name a colour.")],
     "text_lm": [("text", "Continue the text.")],
 }

@@ -11,7 +11,6 @@ from omni_core.config import MODULES, load_config
 from omni_core.model import OmniForConditionalGeneration, build_model, train_tokenizer
 from omni_core.model.audio import ConvGMLP
 from omni_core.model.token_counts import num_patches, tokens_per_tile
-from omni_core.model.vision import pool_rows, pool_tokens
 from omni_core.processing import OmniProcessor
 
 CORPUS = ["A handwritten digit seven.", "Describe the image.", "What is said in the audio?",
@@ -120,24 +119,6 @@ def test_module_groups_are_the_config_names(model):
     assert sum(p.numel() for g in groups.values() for p in g.parameters()) == sum(p.numel() for p in model.parameters())
 
 
-def test_video_pooling_keeps_the_frame_layout():
-    # an 8 x 8 patch grid with ink in one 4 x 4 block: after the rows and the projector's groups, one token each
-    for top, left in ((0, 0), (0, 4), (4, 0), (4, 4)):
-        grid = torch.zeros(1, 8, 8, 1)
-        grid[0, top:top + 4, left:left + 4] = 1.0
-        tokens = pool_tokens(pool_rows(grid.reshape(1, 64, 1), 4), 4).flatten()
-        assert tokens.tolist() == [float(i == top // 2 + left // 4) for i in range(4)]
-    # consecutive groups alone leave horizontal bands: left and right ink look the same
-    left, right = torch.zeros(1, 8, 8, 1), torch.zeros(1, 8, 8, 1)
-    left[0, :, :4], right[0, :, 4:] = 1.0, 1.0
-    assert torch.equal(pool_tokens(pool_tokens(left.reshape(1, 64, 1), 4), 4),
-                       pool_tokens(pool_tokens(right.reshape(1, 64, 1), 4), 4))
-    # 27 x 27 SigLIP patches (384 px tiles): 6 runs of 4 rows x 27, then groups of 4 -> 40 tokens per frame
-    assert pool_tokens(pool_rows(torch.zeros(2, 729, 3), 4), 4).shape == (2, 40, 3) and tokens_per_tile(384, 14, 2, 2) == 40
-    with pytest.raises(ValueError, match="square"):
-        pool_rows(torch.zeros(1, 30, 3), 4)
-
-
 def test_token_counts_come_from_the_modules(model, cfg):
     v = cfg.model.vision
     patches = num_patches(v.image_size, v.patch_size)
@@ -145,7 +126,7 @@ def test_token_counts_come_from_the_modules(model, cfg):
         feats = model.get_image_features(torch.zeros(3, 3, v.image_size, v.image_size))
         video = model.get_video_features(torch.zeros(2, 3, v.image_size, v.image_size))
     assert feats.shape[0] == 3 * tokens_per_tile(v.image_size, v.patch_size, v.pool) == 3 * (patches // 4)
-    assert video.shape[0] == 2 * tokens_per_tile(v.image_size, v.patch_size, v.pool, v.video_pool) == 2 * (patches // 16)
+    assert video.shape[0] == 2 * tokens_per_tile(v.image_size, v.patch_size, v.video_pool) == 2 * (patches // 16)
     for n in (2, 4, 8):                                     # the paper's ablation: 25 / 12.5 / 6.25 tokens per second
         proj = ConvGMLP(16, 24, downsample=n)
         for frames in (n, n + 1, 150, 1500):

@@ -75,7 +75,8 @@ def test_token_budget_full_scale(tmp_path):
     assert budget["image"]["tokens_per_tile"] == 182                   # the paper's 729 -> 182 per 384 tile
     assert budget["image"]["tokens"][:2] == [182, 3 * 182]            # fits one tile; 2-tile grid + global view
     assert budget["audio"]["tokens"]["4"][59] == 750                   # 60 s at 12.5 tokens/s
-    assert budget["video"]["tokens"][-1] == 48 * budget["video"]["tokens_per_frame"]   # 1 fps capped at 48
+    assert budget["video"]["tokens_per_frame"] == [182, 546]          # a square frame: 1 tile; 384x768: 2 + global
+    assert budget["video"]["tokens"][-1] == 48 * 546 and budget["video"]["tokens_min"][-1] == 48 * 182   # 1 fps, 48 max
     _check(plots.plot_token_budget(budget, tmp_path / "budget"))
 
 

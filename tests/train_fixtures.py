@@ -17,8 +17,9 @@ SR = 16000
 TASK_MEDIA = {"image_caption": ["image"], "image_vqa": ["image"], "ocr": ["image"], "highres_read": ["image"],
               "video_caption": ["video"], "video_qa": ["video"], "asr": ["audio"], "spoken_qa": ["audio"],
               "omni_image_speech": ["image", "audio"], "omni_continuation": ["image", "audio"],
-              "text_instruct": [], "text_lm": []}
-WORDS = {"image": ("red", "blue"), "video": ("green", "yellow"), "audio": ("low", "high")}
+              "video_narration_qa": ["narrated"], "text_instruct": [], "text_lm": []}
+# a narrated video's answer is its sound track's word (its picture is a random colour)
+WORDS = {"image": ("red", "blue"), "video": ("green", "yellow"), "audio": ("low", "high"), "narrated": ("low", "high")}
 COLORS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30), "yellow": (230, 220, 20)}
 PROSE = ["the quick brown fox jumps over the lazy dog", "a stitch in time saves nine",
          "all that glitters is not gold", "the early bird catches the worm"]
@@ -46,6 +47,13 @@ def _sample(root: Path, task: str, split: str, i: int, rng) -> dict:
         elif kind == "video":
             write_mp4(root / f"{rel}.mp4", np.stack([_image(rng, word)] * 2), fps=1.0)
             rel += ".mp4"
+        elif kind == "narrated":
+            picture = WORDS["video"][int(rng.integers(2))]
+            write_mp4(root / f"{rel}.mp4", np.stack([_image(rng, picture)] * 2), fps=1.0, audio=_tone(rng, word),
+                      sampling_rate=SR)
+            user.append(media("video", f"{rel}.mp4", audio=True))
+            answer.append(word)
+            continue
         else:
             write_wav(root / f"{rel}.wav", _tone(rng, word), SR)
             rel += ".wav"

@@ -16,7 +16,8 @@ def _processor(args, manifest_dir: Path):
         raise SystemExit(f"--deep needs a tokenizer: {tok_dir} does not exist; pass --tokenizer DIR")
     from ..model.tokenizer import load_tokenizer
     from ..processing import OmniProcessor
-    return OmniProcessor(load_tokenizer(tok_dir), load_config(args.params).model)
+    model_cfg = load_config(args.params).model
+    return OmniProcessor(load_tokenizer(tok_dir, model_cfg.trust_remote_code), model_cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

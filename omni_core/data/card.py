@@ -23,6 +23,8 @@ TASK_NOTES = {
     "spoken_qa": "spoken arithmetic and counting questions; exact match",
     "omni_image_speech": "shape scene + spoken question about it; exact match",
     "omni_continuation": "first quarter of a scene description spoken; predict the rest from image + audio; chrF",
+    "video_narration_qa": "moving-MNIST clips whose own audio track (flite) speaks another digit: which number the "
+                          "voice says, so the picture alone answers wrong; new phrasings per split; exact match",
     "text_instruct": "templated instructions (comparison, repeat, first / last word, reverse); exact match",
     "text_lm": "stdlib help topics (pydoc_data), Debian fortunes and sentences in the tasks' words; all supervised",
 }
@@ -37,7 +39,7 @@ def compute_stats(splits: dict[str, list[Sample]]) -> dict:
             t["counts"][split] += 1
             t["sources"][s["source"]] += 1
             t["licenses"][s["license"]] += 1
-            t["media"].update(p["type"] for p in media_parts(s))
+            t["media"].update("video+audio" if p.get("audio") is True else p["type"] for p in media_parts(s))
             t["answer_words"] += len(answer_text(s).split())
     out = {}
     for name in sorted(tasks):

@@ -114,7 +114,8 @@ def packing_report(cfg, stage: str, batches: int = 10, split: str = "train") -> 
     from ..processing import OmniProcessor
     from .dataset import LengthGroupedSampler, MixtureSampler, OmniDataset
     st, root = cfg.stage(stage), Path(cfg.data.root)
-    proc = OmniProcessor(load_tokenizer(cfg.model.tokenizer.path or root / "tokenizer"), cfg.model)
+    proc = OmniProcessor(load_tokenizer(cfg.model.tokenizer.path or root / "tokenizer", cfg.model.trust_remote_code),
+                         cfg.model)
     mixture = {t: w for t, w in st.mixture.items() if w > 0}
     ds = OmniDataset(root / f"{split}.jsonl", proc, tasks=sorted(mixture), on_bad_sample=cfg.data.on_bad_sample)
     order = list(MixtureSampler(ds.task_indices, mixture, seed=cfg.train.seed, num_samples=batches * st.batch_size))

@@ -21,6 +21,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from ..model.token_counts import SAMPLING_RATE, audio_num_tokens, image_tokens, video_frame_tokens
 from .manifest import ALL_TASKS, ManifestError, Sample, iter_manifest, media_parts, sample_text
 from .validate import Problem, sample_problems
 
@@ -86,6 +87,12 @@ class OmniDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def keep_only(self, indices: Iterable[int]) -> None:
+        """Restrict `task_indices` (what the samplers draw from) to `indices`; `records` stay as they are, so an
+        index names the same sample before and after (train/loss_filter.py)."""
+        keep = set(indices)
+        self.task_indices = {t: [i for i in ix if i in keep] for t, ix in self.task_indices.items()}
+
     def where(self, i: int) -> str:
         return f"{self.manifest}:{self.lines[i]}: {self.records[i].get('id')}"
 
@@ -117,21 +124,22 @@ def estimate_length(rec: Sample, base_dir: Path, processor=None) -> int:
         if cfg is None:
             n += 32
         elif p["type"] == "image":
-            v = cfg.vision
             with Image.open(path) as im:
                 w, h = im.size
-            tiles = 1 if max(w, h) <= v.image_size else min(v.max_tiles, math.ceil(w / v.image_size)
-                                                            * math.ceil(h / v.image_size)) + 1
-            n += tiles * processor.image_tokens_per_tile + 2
+            as_video = getattr(processor, "images_as_video", False)
+            n += (video_frame_tokens if as_video else image_tokens)(w, h, cfg.vision) + 2
         elif p["type"] == "audio":
             secs = sf.info(str(path)).duration if path.suffix.lower() in (".wav", ".flac") else 10.0
-            n += int(secs * 50 / cfg.audio.downsample) + 2
+            n += audio_num_tokens(int(secs * SAMPLING_RATE), cfg.audio.downsample) + 2
         elif p["type"] == "video":
             with av.open(str(path)) as c:
                 s = c.streams.video[0]
                 secs = float(s.duration * s.time_base) if s.duration else (c.duration or 0) / 1e6
+                w, h = s.codec_context.width, s.codec_context.height
             frames = min(cfg.vision.video_max_frames, max(1, math.ceil(secs * cfg.vision.video_fps)))
-            n += frames * processor.video_tokens_per_frame + 2
+            n += frames * video_frame_tokens(w, h, cfg.vision) + 2
+            if p.get("audio") is True:            # the clip's own sound track, spliced after the frames
+                n += audio_num_tokens(int(secs * SAMPLING_RATE), cfg.audio.downsample) + 2
     return n
 
 

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 TASKS = ("image_caption", "image_vqa", "ocr", "highres_read", "video_caption", "video_qa", "asr", "spoken_qa",
-         "omni_image_speech", "omni_continuation", "text_instruct", "text_lm")
+         "omni_image_speech", "omni_continuation", "video_narration_qa", "text_instruct", "text_lm")
 EVAL_ONLY_TASKS = ("asr_real",)          # real LibriVox speech: test split only
 ALL_TASKS = TASKS + EVAL_ONLY_TASKS
 SPLITS = ("train", "val", "test")
@@ -86,8 +86,12 @@ def text(t: str) -> dict:
     return {"type": "text", "text": t}
 
 
-def media(kind: str, path: str) -> dict:
-    return {"type": kind, "path": path}
+def media(kind: str, path: str, audio: bool = False) -> dict:
+    """A media part; ``audio=True`` marks a video whose own sound track the processor also decodes (into the
+    audio branch, right after the video's tokens)."""
+    if audio and kind != "video":
+        raise ValueError(f"media({kind!r}, {path!r}, audio=True): only a video part carries its own sound track")
+    return {"type": kind, "path": path, "audio": True} if audio else {"type": kind, "path": path}
 
 
 def media_parts(sample: Sample) -> list[dict]:
@@ -169,6 +173,11 @@ def schema_problems(sample: Any, known_tasks: Iterable[str] = ALL_TASKS) -> list
                 out.append(f"{pw}: {kind} part needs a 'path' relative to the manifest's folder")
             elif kind in MEDIA_TYPES and m["role"] == "assistant":
                 out.append(f"{pw}: media in an assistant turn cannot be supervised; move it to a user turn")
+            elif "audio" in part and kind != "video":
+                out.append(f"{pw}: key 'audio' marks a video's own sound track; a {kind} part cannot carry it, "
+                           f"drop the key")
+            elif "audio" in part and not isinstance(part["audio"], bool):
+                out.append(f"{pw}: key 'audio' must be true or false (a JSON boolean), got {part['audio']!r}")
     if isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict):
         if msgs[-1].get("role") != "assistant":
             out.append("the last turn must be the assistant's answer")

@@ -23,7 +23,8 @@ from .tasks import BUILDERS, BuildContext
 OWNED = ("media", "tokenizer", "train.jsonl", "val.jsonl", "test.jsonl", "card.md", "stats.json")
 
 
-SPEECH_FIRST = ("asr", "spoken_qa", "omni_image_speech", "omni_continuation", "video_caption", "video_qa")
+SPEECH_FIRST = ("asr", "spoken_qa", "omni_image_speech", "omni_continuation", "video_caption", "video_qa",
+                "video_narration_qa")
 
 
 def build_samples(ctx: BuildContext, tasks=TASKS + ("asr_real",)) -> dict[str, list[Sample]]:

@@ -394,6 +394,53 @@ def omni_continuation(ctx: BuildContext, split: str, n: int) -> list[Sample]:
     return out
 
 
+# The narration of video_narration_qa: a number in a short carrier phrase. Every split hears every number,
+# each in phrasings of its own, so no test recording is a training one.
+NARRATIONS = ("{}", "the number is {}", "i say {}", "listen {}", "the answer is {}", "you hear {}",
+              "my number is {}", "it is {}")
+NARRATION_QUESTIONS = ("What number does the voice say?", "Which number is spoken in the video?")
+
+
+def _narrations(split: str, digit: int) -> list[str]:
+    """The carrier phrases ``split`` owns for ``digit``: a fixed shuffle per digit gives test the first, val the
+    second and train the rest (drawing each phrase's split by hash could leave a split without some number)."""
+    order = [NARRATIONS[int(j)] for j in _order(len(NARRATIONS), 20 + digit)]
+    return {"test": order[:1], "val": order[1:2], "train": order[2:]}[split]
+
+
+def _narrated_videos(ctx: BuildContext, split: str, n: int) -> list[dict]:
+    """Moving-MNIST clips of ``split`` whose own sound track speaks a digit other than the one shown."""
+    key = ("narrated", split)
+    have = ctx._cache.setdefault(key, [])
+    x, y = S.mnist()
+    pool = _mnist_pool(ctx, split)
+    for i in range(len(have), n):
+        rng = ctx.rng("video_narration_qa", split, i)
+        k = _pick(pool, i, 14)
+        said = (int(y[k]) + 1 + int(rng.integers(9))) % 10      # any digit but the one in the picture
+        phrases = _narrations(split, said)
+        line = phrases[int(rng.integers(len(phrases)))].format(S.DIGIT_WORDS[said])
+        direction = list(S.DIRECTIONS)[int(rng.integers(len(S.DIRECTIONS)))]
+        frames = S.moving_digit(x[k], direction, ctx.cfg.video_frames, ctx.cfg.video_size, rng)
+        speech = ctx.speech(line, rng, variants=3)
+        rel = ctx.video(f"media/video/narrated-{split}-{i:05d}.mp4", frames, speech)
+        have.append({"path": rel, "mnist": int(k), "digit": S.DIGIT_WORDS[y[k]], "said": S.DIGIT_WORDS[said],
+                     "narration": line, "speech": speech})
+    return have[:n]
+
+
+def video_narration_qa(ctx: BuildContext, split: str, n: int) -> list[Sample]:
+    """What number the clip's own sound track says, while the clip shows another digit: the answer is only in
+    the audio, so a model that looks at the picture alone answers wrong (the paper's video + its audio)."""
+    out = []
+    for i, v in enumerate(_narrated_videos(ctx, split, n)):
+        q = NARRATION_QUESTIONS[i % len(NARRATION_QUESTIONS)]
+        out.append(make_sample(f"video_narration_qa-{split}-{i:05d}", "video_narration_qa", split,
+                               "moving-mnist+flite", f"{MNIST_LICENSE}; {FLITE_LICENSE}",
+                               [media("video", v["path"], audio=True), text(q)], v["said"]))
+    return out
+
+
 # -------------------------------------------------------------------------------------------- text
 def _instruction(rng: np.random.Generator, words: list[str]) -> tuple[str, str]:
     """Word-order and comparison instructions: answerable by copying from the prompt, so a tiny LM can
@@ -476,5 +523,5 @@ BUILDERS: dict[str, Callable[[BuildContext, str, int], list[Sample]]] = {
     "image_caption": image_caption, "image_vqa": image_vqa, "ocr": ocr, "highres_read": highres_read,
     "video_caption": video_caption, "video_qa": video_qa, "asr": asr, "spoken_qa": spoken_qa,
     "omni_image_speech": omni_image_speech, "omni_continuation": omni_continuation,
-    "text_instruct": text_instruct, "text_lm": text_lm, "asr_real": asr_real,
+    "video_narration_qa": video_narration_qa, "text_instruct": text_instruct, "text_lm": text_lm, "asr_real": asr_real,
 }

@@ -1,8 +1,9 @@
 """Check manifests before training: one problem per line, with file:line and the reason.
 
 The same checks back ``python -m omni_core.data validate`` and the training Dataset
-(``on_bad_sample: error | skip``): missing or unsafe media files, corrupt image / audio / video,
-placeholder / media count mismatch, empty answers, unknown tasks, duplicate ids.
+(``on_bad_sample: error | skip``): missing or unsafe media files, corrupt image / audio / video, a video
+marked ``"audio": true`` without a sound track, placeholder / media count mismatch, empty answers, unknown
+tasks, duplicate ids.
 """
 from __future__ import annotations
 
@@ -43,8 +44,10 @@ class Problem:
         return f"{self.file}:{self.line}: {self.id or '<no id>'}: {self.reason}"
 
 
-def media_problem(kind: str, path: Path) -> str | None:
-    """Decode the file enough to know it is usable; None if it is, else the reason and the fix."""
+def media_problem(kind: str, path: Path, sound: bool = False) -> str | None:
+    """Decode the file enough to know it is usable; None if it is, else the reason and the fix.
+
+    ``sound``: the video part carries ``"audio": true``, so its own sound track must decode too."""
     if not path.is_file():
         return f"missing file {path}; fix the path (relative to the manifest's folder) or regenerate the data"
     try:
@@ -69,6 +72,14 @@ def media_problem(kind: str, path: Path) -> str | None:
             with av.open(str(path)) as c:
                 if not c.streams.video or next(c.decode(video=0), None) is None:
                     return f"corrupt video {path}: no decodable video frame; re-encode it (H.264 mp4)"
+            if sound:                              # a fresh demuxer: the frame above may have read past the sound
+                with av.open(str(path)) as c:
+                    if not c.streams.audio:
+                        return (f'{path}: the video has no audio track; drop "audio": true or re-encode it with '
+                                f"its sound")
+                    if next(c.decode(audio=0), None) is None:
+                        return (f"corrupt video {path}: its audio track holds no decodable sound; re-encode it "
+                                f"with its sound")
     except (OSError, SyntaxError, ValueError, av.FFmpegError, Image.DecompressionBombError) as e:
         fix = {"image": "re-save it as PNG or JPEG", "audio": "convert it to 16 kHz mono WAV",
                "video": "re-encode it (H.264 mp4)"}[kind]
@@ -117,9 +128,10 @@ def sample_problems(sample: Any, base_dir: str | Path, check_media: bool | str =
                     out.append(f"missing file {path}; fix the path (relative to the manifest's folder) or "
                                f"regenerate the data")
             elif check_media:
-                key = (p["type"], path)
+                sound = p.get("audio") is True
+                key = (p["type"], path, sound)
                 if _seen is None or key not in _seen:
-                    reason = media_problem(p["type"], path)
+                    reason = media_problem(p["type"], path, sound)
                     if _seen is not None:
                         _seen[key] = reason
                 else:

@@ -310,25 +310,28 @@ def seed_summary(per_seed: dict[int, dict[str, float]], chance: dict[str, float]
 
 # ---------------------------------------------------------------------------------------- token budget
 def token_budget(cfg: Config, max_seconds: int = 120, rates: Iterable[int] = DOWNSAMPLE_RATES) -> dict:
-    """LLM tokens per modality for ``cfg``'s model (pass the full profile for the paper's scale), counted
-    with the model's own functions: image tiles x tokens per tile, video frames x tokens per frame,
-    audio 50 / n tokens per second."""
-    from omni_core.model.token_counts import audio_num_tokens, tokens_per_tile
+    """LLM tokens per modality for ``cfg``'s model (pass the full profile for the paper's scale), as curves for
+    the figure, counted by `omni_core.model.token_counts` (the processor's and the model's own functions):
+    image tiles x tokens per tile, video frames x tokens per frame (a square frame is one tile, the widest
+    frame ``video_max_tiles`` tiles + the global view), audio 50 / n tokens per second."""
+    from omni_core.model.token_counts import audio_num_tokens
+    from omni_core.model.token_counts import token_budget as unit_budget
 
     v, a = cfg.model.vision, cfg.model.audio
-    per_tile = tokens_per_tile(v.image_size, v.patch_size, v.pool)
-    per_frame = tokens_per_tile(v.image_size, v.patch_size, v.pool, v.video_pool)
+    unit = unit_budget(v, a)
+    per_tile = unit["image_tile_tokens"]
     seconds = list(range(1, max_seconds + 1))
     tiles = list(range(1, v.max_tiles + 1))
+    frames = [min(v.video_max_frames, max(1, math.floor(s * v.video_fps))) for s in seconds]
     return {
         "scale": cfg.profile,
         # an image that fits one tile is that tile; a larger one is its AnyRes grid + 1 global thumbnail
         "image": {"tiles": tiles, "tokens": [per_tile if t == 1 else (t + 1) * per_tile for t in tiles],
                   "tokens_per_tile": per_tile},
         "video": {"seconds": seconds, "fps": v.video_fps, "max_frames": v.video_max_frames,
-                  "tokens_per_frame": per_frame,
-                  "tokens": [min(v.video_max_frames, max(1, math.floor(s * v.video_fps))) * per_frame
-                             for s in seconds]},
+                  "tokens_per_frame": [unit["video_frame_tokens_min"], unit["video_frame_tokens_max"]],
+                  "tokens_min": [f * unit["video_frame_tokens_min"] for f in frames],
+                  "tokens": [f * unit["video_frame_tokens_max"] for f in frames]},
         "audio": {"seconds": seconds, "tokens": {str(n): [audio_num_tokens(s * a.sampling_rate, n) for s in seconds]
                                                  for n in rates}},
     }

@@ -1,4 +1,4 @@
-"""Markdown tables laid out like the paper's: text, image, video, audio (+ omni).
+"""Markdown tables laid out like the paper's: text, image, video, audio (+ omni: image or video with audio).
 
 Each section has two tables that are never merged: *measured* (this run, on our held-out test split,
 with the chance level beside every number) and *reported (paper)* (Baichuan-Omni 7B on public
@@ -13,7 +13,7 @@ from pathlib import Path
 from .metrics import METRICS, TABLES, higher_is_better, one_answer_for_all, relative_to_chance, task_spec
 from .reported import LABEL, SOURCE, reported
 
-_TITLES = {"text": "Text", "image": "Image", "video": "Video", "audio": "Audio", "omni": "Omni (image + audio)"}
+_TITLES = {"text": "Text", "image": "Image", "video": "Video", "audio": "Audio", "omni": "Omni (image / video + audio)"}
 _UNITS = {**{k: m.label for k, m in METRICS.items()}, "perplexity": "perplexity"}
 
 

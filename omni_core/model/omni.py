@@ -28,7 +28,7 @@ from omni_core.model.configuration import MEDIA, SPECIAL_TOKENS, OmniConfig
 from omni_core.model.pretrained import resolve_path
 from omni_core.model.token_counts import source_positions
 from omni_core.model.tokenizer import prepare_tokenizer
-from omni_core.model.vision import VisionProjector, build_vision_encoder, load_vision_encoder, pool_rows
+from omni_core.model.vision import VisionProjector, build_vision_encoder, load_vision_encoder
 
 MEDIA_KEYS = {"image": "pixel_values", "video": "video_values", "audio": "audio_features"}
 MEDIA_MODULES = {"image": ("vision_encoder", "vision_projector"), "video": ("vision_encoder", "video_projector"),
@@ -84,15 +84,33 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
                  vision_encoder: PreTrainedModel | None = None, audio_encoder: PreTrainedModel | None = None):
         super().__init__(config)
         width = config.text_config.hidden_size
-        self.llm = llm if llm is not None else AutoModelForCausalLM.from_config(config.text_config)
+        self.llm = llm if llm is not None else AutoModelForCausalLM.from_config(
+            config.text_config, trust_remote_code=config.trust_remote_code)       # Baichuan: the LLM's own code
         self.vision_encoder = vision_encoder if vision_encoder is not None else build_vision_encoder(config.vision_config)
         self.vision_projector = VisionProjector(config.vision_config.hidden_size, width, config.vision_pool,
-                                                config.projector_hidden_act)
-        self.video_projector = VisionProjector(config.vision_config.hidden_size, width, config.vision_pool,
-                                               config.projector_hidden_act)
+                                                config.projector_hidden_act, config.vision_pool_type)
+        self.video_projector = VisionProjector(config.vision_config.hidden_size, width, config.video_pool,
+                                               config.projector_hidden_act, config.vision_pool_type)
         self.audio_encoder = audio_encoder if audio_encoder is not None else build_audio_encoder(config.audio_config)
         self.audio_projector = ConvGMLP(config.audio_config.d_model, width, config.audio_downsample)
         self.post_init()
+
+    def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the Python modules of an LLM that ships its own code (the ones
+        its ``auto_map`` names, with their relative imports): the checkpoint then loads without the LLM's
+        directory. Models of built-in architectures save exactly the files they always did."""
+        from transformers.dynamic_module_utils import custom_object_save
+        from transformers.utils import TRANSFORMERS_DYNAMIC_MODULE_NAME
+
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        if not is_main_process:
+            return
+        # the modules that actually ran (config + model classes, also under LoRA wrappers), copied from
+        # transformers' module cache: right even if the LLM's directory has changed or gone since loading
+        remote = {type(obj).__module__: obj for obj in (self.config.text_config, *self.llm.modules())
+                  if type(obj).__module__.startswith(TRANSFORMERS_DYNAMIC_MODULE_NAME + ".")}
+        for obj in remote.values():
+            custom_object_save(obj, save_directory)
 
     # ------------------------------------------------------------------------------------- plumbing
     def module_groups(self) -> dict[str, nn.Module]:
@@ -127,8 +145,8 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
         return out.reshape(-1, out.shape[-1])
 
     def get_video_features(self, video_values: torch.Tensor) -> torch.Tensor:
-        """(n_frames, 3, S, S) -> (n_frames * tokens_per_frame, d_llm), with the extra video pooling."""
-        out = self.video_projector(pool_rows(self._encode_frames(video_values), self.config.video_pool ** 2))
+        """(n_tiles, 3, S, S) tiles of video frames -> (n_tiles * tokens_per_tile at video_pool, d_llm)."""
+        out = self.video_projector(self._encode_frames(video_values))
         return out.reshape(-1, out.shape[-1])
 
     def encode_audio(self, audio_features: torch.Tensor) -> torch.Tensor:
@@ -335,24 +353,30 @@ def omni_config(m: ModelConfig, tokenizer, text_config: PreTrainedConfig | None 
     ids = {f"{media}_{kind}_token_id": tokenizer.convert_tokens_to_ids(tok)
            for media, kinds in SPECIAL_TOKENS.items() for kind, tok in kinds.items()}
     return OmniConfig(text_config=text_config, vision_config=vision_config, audio_config=audio_config,
-                      vision_pool=m.vision.pool, video_pool=m.vision.video_pool, audio_downsample=m.audio.downsample,
-                      max_tiles=m.vision.max_tiles, attn_implementation=m.attn_implementation,  # reaches sub-configs
-                      **ids)
+                      vision_pool=m.vision.pool, video_pool=m.vision.video_pool, vision_pool_type=m.vision.pool_type,
+                      audio_downsample=m.audio.downsample,
+                      max_tiles=m.vision.max_tiles, video_max_tiles=m.vision.video_max_tiles, attn_implementation=m.attn_implementation,  # reaches sub-configs
+                      trust_remote_code=m.trust_remote_code, **ids)
 
 
 def build_model(cfg: Config, tokenizer) -> OmniForConditionalGeneration:
     """The omni model of ``cfg.model``: pretrained parts from their local paths, the rest random-init.
 
     ``tokenizer`` gets the special tokens + chat template (idempotent); the LM's embeddings are resized
-    to it, new rows initialised from the distribution of the old ones (HF mean resizing).
+    to it, new rows initialised from the distribution of the old ones (HF mean resizing). An LLM that ships
+    its own code (Baichuan) loads only with ``model.trust_remote_code``.
     """
+    from omni_core.model.pretrained import check_remote_code
+
     m = cfg.model
     dtype = getattr(torch, m.dtype)
     tokenizer = prepare_tokenizer(tokenizer)
     parts: dict[str, PreTrainedModel] = {}
     if m.llm.path:
-        parts["llm"] = AutoModelForCausalLM.from_pretrained(resolve_path(m.llm.path, "llm"), dtype=dtype,
-                                                            attn_implementation=m.attn_implementation)
+        llm_dir = resolve_path(m.llm.path, "llm")
+        check_remote_code(llm_dir, m.trust_remote_code, "model.llm.path", "config.json")
+        parts["llm"] = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=dtype, attn_implementation=m.attn_implementation,
+                                                            trust_remote_code=m.trust_remote_code)
     if m.vision.path:
         parts["vision_encoder"] = load_vision_encoder(resolve_path(m.vision.path, "vision"), dtype)
     if m.audio.path:

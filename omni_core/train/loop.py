@@ -245,6 +245,13 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
     counts = count_params(model)
     backend = _Backend(cfg, stage, model, groups, dist)
     data = StageBatches(cfg, name, processor, dist.rank, dist.world_size, micro_batch_size(stage, dist.world_size))
+    loss_filter = None
+    if stage.loss_filter_k > 0:   # before a resume loads the state: it scores with the stage's starting weights
+        from omni_core.train.loss_filter import filter_stage_data
+
+        loss_filter = filter_stage_data(cfg, name, data, backend.engine or backend.model, dist.device,
+                                        resumed=run.state is not None, main=dist.main, barrier=dist.barrier,
+                                        autocast=backend.autocast, progress=progress)
 
     step, samples_seen = 0, 0
     if run.state is not None:
@@ -254,6 +261,8 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
     run.open_log({"trainable": {k: v["trainable"] for k, v in counts.items()}})
     summary = run.summary
     summary.update(rank=dist.rank, params=counts, world_size=dist.world_size, backend=cfg.train.backend, **ctc_warmup)
+    if loss_filter is not None:
+        summary["loss_filter"] = {k: loss_filter.get(k) for k in ("k", "before", "after")}
 
     val = data.val_batches()
     if step == 0 and val:

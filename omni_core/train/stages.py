@@ -197,9 +197,10 @@ def init_model(cfg: Config, name: str, dtype: torch.dtype | None = None):
         processor = OmniProcessor.from_pretrained(src)
     else:
         tok_dir = cfg.model.tokenizer.path or str(Path(cfg.data.root) / "tokenizer")
-        processor = OmniProcessor(load_tokenizer(tok_dir), cfg.model)
+        processor = OmniProcessor(load_tokenizer(tok_dir, cfg.model.trust_remote_code), cfg.model)
         model = build_model(replace(cfg, model=replace(cfg.model, attn_implementation=attn)), processor.tokenizer)
         model = model.to(dtype)
+    processor.images_as_video = stage.images_as_video
     if stage.init_video_projector:
         from transformers.integrations import is_deepspeed_zero3_enabled
 
