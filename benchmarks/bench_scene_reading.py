@@ -5,7 +5,7 @@ shape is. A pretrained SigLIP knows shapes and colours; the tiny profile's stand
 knew what it was trained on. Each arm trains, from `checkpoints/0_text`, through the pipeline's own code:
 
 - stage 0_vision with one objective: `digit_word_classification` (MNIST digits and printed words, the
-  recipe until session 12) or `digit_word_shape_classification` (also single drawn shapes, each
+  earlier recipe) or `digit_word_shape_classification` (also single drawn shapes, each
   labelled with its shape and its colour by two heads; never a scene's layout);
 - stage 1a as the recipe has it (starting from that 0_vision; the audio stand-in plays no part here);
 - stage 1b on image_vqa alone for `--steps` steps of 16 (the recipe mixes it with OCR and captions),

@@ -1,8 +1,8 @@
 """Which learning rate lets the tiny LM learn to copy from its prompt? Stage 0_text's lr, side by side.
 
 text_instruct ("Repeat the words: ...", "What is the last word: ...", "Which is larger, 53 or 6?") is
-answered by copying from the prompt, which needs an induction circuit. Until session 11, stage 0_text
-trained the tiny LM at lr 3e-3 and the final model answered 1-2 % of text_instruct exactly. This trains
+answered by copying from the prompt, which needs an induction circuit. At lr 3e-3 stage 0_text never forms
+it: the final model answers 1-2 % of text_instruct exactly. This trains
 the tiny profile's LM from scratch (the params.yaml sizes, the prepared tokenizer and chat template) on
 fresh instructions of the task's generator, one arm per learning rate, same seed and samples, AdamW with
 warm-up + cosine (the pipeline's schedule), gradients clipped at 1. Score: exact match of the whole

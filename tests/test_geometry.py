@@ -96,3 +96,24 @@ def test_geometry_pool_type_is_a_config_choice():
     assert dataclasses.replace(base.model.vision, pool_type="none").pool_type == "none"
     with pytest.raises(ConfigError, match="pool_type.*choose one of"):
         load_config(overrides={"model": {"vision": {"pool_type": "mean"}}})
+
+
+def test_geometry_tile_grid_is_transformers_select_best_resolution():
+    """token_counts writes LLaVA-NeXT's grid rule out (counting imports neither torch nor transformers): it must
+    pick what transformers picks, for every shape from thin strips to huge pages."""
+    from transformers.image_processing_utils import select_best_resolution
+
+    from omni_core.model.token_counts import tile_grid
+
+    rng = np.random.default_rng(0)
+    sizes = [(int(w), int(h)) for w, h in rng.integers(8, 4000, (300, 2))] + [(768, 384), (384, 768), (32, 64), (64, 64)]
+    for tile, max_tiles in ((384, 9), (384, 2), (32, 4)):
+        candidates = [(r * tile, c * tile) for r in range(1, max_tiles + 1) for c in range(1, max_tiles + 1)
+                      if r * c <= max_tiles]
+        for w, h in sizes:
+            longest = tile * max_tiles
+            if max(w, h) > longest:
+                scale = longest / max(w, h)
+                w, h = max(1, round(w * scale)), max(1, round(h * scale))
+            best_h, best_w = select_best_resolution((h, w), candidates)
+            assert tile_grid(w, h, tile, max_tiles) == (best_h // tile, best_w // tile), (w, h, tile, max_tiles)

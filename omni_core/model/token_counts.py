@@ -59,17 +59,23 @@ def tokens_per_tile(image_size: int, patch_size: int, pool: int, pool_type: str 
 
 def tile_grid(width: int, height: int, tile: int, max_tiles: int) -> tuple[int, int]:
     """(rows, cols) of the AnyRes tile grid for an image of this size: the grid that keeps most of its
-    resolution with the least padding (LLaVA-NeXT's rule, transformers' `select_best_resolution`)."""
-    from transformers.image_processing_utils import select_best_resolution  # only here: counting stays light
-
+    resolution, then wastes the least canvas (LLaVA-NeXT's rule, as transformers' `select_best_resolution`;
+    written out here so that counting imports neither torch nor transformers, and checked against it in
+    tests/test_geometry.py)."""
     longest = tile * max_tiles
     if max(width, height) > longest:        # anyres_tiles shrinks huge images first; the grid follows that size
         scale = longest / max(width, height)
         width, height = max(1, round(width * scale)), max(1, round(height * scale))
-    candidates = [(r * tile, c * tile) for r in range(1, max_tiles + 1) for c in range(1, max_tiles + 1)
-                  if r * c <= max_tiles]
-    best_h, best_w = select_best_resolution((height, width), candidates)
-    return best_h // tile, best_w // tile
+    best, best_key = (1, 1), None
+    for rows in range(1, max_tiles + 1):
+        for cols in range(1, max_tiles // rows + 1):
+            h, w = rows * tile, cols * tile
+            scale = min(w / width, h / height)
+            kept = min(int(width * scale) * int(height * scale), width * height)
+            key = (kept, -(w * h - kept))
+            if best_key is None or key > best_key:
+                best, best_key = (rows, cols), key
+    return best
 
 
 def num_tiles(width: int, height: int, tile: int, max_tiles: int) -> int:
