@@ -12,7 +12,7 @@
 # # 02 · Multimodal alignment, one branch at a time
 #
 # Baichuan-Omni's first phase aligns each encoder with the LLM before anything is trained jointly
-# (paper §2, `reference/paper.md`). This notebook runs **one** sub-stage of that phase; the pipeline
+# (paper §2; `docs/paper.md`). This notebook runs **one** sub-stage of that phase; the pipeline
 # (`dvc.yaml`) runs it once per sub-stage, each starting from the previous stage's checkpoint:
 #
 # | stage | trains | why |

@@ -1,7 +1,7 @@
 """The paper's published numbers for Baichuan-Omni 7B (arXiv 2410.08565, Tables 1-7), as data.
 
-These are *reported*, never measured here: they come from the paper's own table images (see
-``/work/shared/reference/paper.md`` section 4) and are always shown under :data:`LABEL`, in their own
+These are *reported*, never measured here: they come from the paper's own table images (Tables 1-7;
+``docs/paper.md``) and are always shown under :data:`LABEL`, in their own
 column, beside (never inside) the numbers this repository measures. They are on public benchmarks
 (MMBench, VideoMME, Fleurs, ...) that the tiny profile does not run; the lmms-eval adapter
 (:mod:`omni_core.eval.lmms`) is how a user scores a full-size checkpoint on the same benchmarks.

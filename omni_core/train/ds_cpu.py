@@ -1,7 +1,7 @@
 """Run DeepSpeed on a machine without a GPU, and without its JIT C++ builds.
 
 DeepSpeed's CPU accelerator works (gloo, ZeRO 0-3, fp32), but two things make a CPU start slow or
-impossible (reference/environment.md section 3): the shared-memory all-reduce op and DeepSpeed's own
+impossible: the shared-memory all-reduce op and DeepSpeed's own
 CPU optimizers are compiled on first use (24-90 s, and a compiler must be installed). Here we stub the
 shm op (gloo does the collectives) and hand DeepSpeed a plain torch optimizer instead. Tests and CPU
 runs then start in seconds. On a GPU machine nothing here is applied.

@@ -7,7 +7,7 @@ a val/test digit) with a linear head on its mean-pooled features, each batch shi
 profile's) also reads printed words, as SigLIP can: fresh renderings of the tasks' closed vocabulary, drawn
 as the OCR task draws them and seen as the model sees them (the AnyRes thumbnail), are classes 10 and up
 of the same head; `val/word_accuracy` is measured on other renderings. The OCR task's own images (any
-split) are never used. Objective `digit_word_shape_classification` (the tiny profile's since session 12)
+split) are never used. Objective `digit_word_shape_classification` (the tiny and small profiles')
 also knows shapes and colours, as SigLIP does: single drawn shapes (`shape_image`: any size, position and
 colour, never a scene's quadrant layout) with two more softmaxes, one for the shape and one for the colour,
 so the tower learns each attribute on its own (with the twelve pairs as classes, a scratch run's VQA read
