@@ -28,7 +28,7 @@ from omni_core.model.audio import audio_to_features, feature_extractor
 from omni_core.model.configuration import MEDIA, SPECIAL_TOKENS
 from omni_core.model.token_counts import SAMPLING_RATE, audio_num_tokens, tokens_per_tile
 from omni_core.model.tokenizer import prepare_tokenizer
-from omni_core.model.vision import anyres_tiles, to_pixel_values
+from omni_core.model.vision import anyres_tiles, frame_tiles, to_pixel_values
 
 ROLES = ("system", "user", "assistant")
 PROCESSOR_FILE = "omni_processor.json"
@@ -223,18 +223,12 @@ class OmniProcessor:
         """Each sampled frame through the image path: its AnyRes tiles (at most ``video_max_tiles`` + a global
         view), all frames' tiles in one tensor."""
         v = self.model_cfg.vision
-        if self.images_as_video and "frames" not in part and part.get("type") == "image":
+        if part.get("type") == "image":            # images_as_video: an image is a one-frame video
             frames = [load_image(part, base_dir, v.image_size * v.video_max_tiles)]
         else:
             frames = load_video_frames(part, base_dir, v.video_fps, v.video_max_frames)
-        tiles = [t for f in frames for t in self.frame_tiles(f)]
+        tiles = [t for f in frames for t in frame_tiles(f, v.image_size, v.video_max_tiles)]
         return to_pixel_values(tiles), len(tiles) * self.video_tokens_per_tile
-
-    def frame_tiles(self, frame: np.ndarray | Image.Image) -> list[Image.Image]:
-        """The tiles of one video frame (HxWx3 uint8 or PIL), as the encoder sees them."""
-        v = self.model_cfg.vision
-        image = frame if isinstance(frame, Image.Image) else Image.fromarray(np.asarray(frame, dtype=np.uint8))
-        return anyres_tiles(image, v.image_size, v.video_max_tiles)
 
     def _audio(self, part: dict, base_dir: Path) -> tuple[torch.Tensor, int]:
         a = self.model_cfg.audio
@@ -267,13 +261,14 @@ class OmniProcessor:
                 media[kind].append(tensor)
                 expected[kind] += n
                 parts.append({"type": kind, "num_tokens": n})
-                if kind == "audio" or (kind == "video" and part.get("audio") is True):
-                    if kind == "video":      # the clip's own sound, right after its frames
-                        tensor, n = self._audio(part, base_dir)
-                        media["audio"].append(tensor)
-                        expected["audio"] += n
-                        parts.append({"type": "audio", "num_tokens": n})
+                if kind == "audio":
                     audio_tokens.append(n)
+                if kind == "video" and part.get("audio") is True:      # the clip's own sound, right after its frames
+                    tensor, n = self._audio(part, base_dir)
+                    media["audio"].append(tensor)
+                    expected["audio"] += n
+                    audio_tokens.append(n)
+                    parts.append({"type": "audio", "num_tokens": n})
             rendered.append({"role": message["role"], "content": parts})
         enc = self.tokenizer.apply_chat_template(rendered, tokenize=True, return_dict=True,
                                                  return_assistant_tokens_mask=True,

@@ -32,14 +32,13 @@ from typing import Literal
 import numpy as np
 import torch
 import torchaudio
-from PIL import Image
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, TextStreamer
 
 from omni_core.config import Config, StreamConfig
 from omni_core.eval.runner import load_checkpoint, suppressed_token_ids
 from omni_core.model.audio import audio_to_features, feature_extractor
 from omni_core.model.token_counts import FRAME_SAMPLES, SAMPLING_RATE, audio_num_tokens, tokens_per_tile
-from omni_core.model.vision import anyres_tiles, to_pixel_values
+from omni_core.model.vision import frame_tiles, to_pixel_values
 from omni_core.vad import SpeechBoundaryDetector, SpeechBoundaryHead
 
 EventKind = Literal["speech_start", "speech_end", "barge_in", "answer_start", "answer_end"]
@@ -263,8 +262,7 @@ class OmniSession:
         if self.state != "listening":
             raise RuntimeError("add_frame after end_turn: answer() first, the next frame opens the next turn")
         start = [] if self._video_open else [self.tok["video", "start"]]
-        image = Image.fromarray(np.asarray(frame, dtype=np.uint8))
-        pixels = to_pixel_values(anyres_tiles(image, self.image_size, self.video_max_tiles))   # as the processor does
+        pixels = to_pixel_values(frame_tiles(frame, self.image_size, self.video_max_tiles))   # as the processor does
         self._append(start + [self.tok["video", "pad"]] * (len(pixels) * self.tile_tokens),
                      _Media("video", {"video_values": pixels}))
         self._video_open = True

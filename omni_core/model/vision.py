@@ -127,6 +127,12 @@ def anyres_tiles(image: Image.Image, tile: int, max_tiles: int) -> list[Image.Im
     return tiles
 
 
+def frame_tiles(frame: np.ndarray | Image.Image, tile: int, max_tiles: int) -> list[Image.Image]:
+    """The tiles of one video frame (HxWx3 uint8 or PIL) as the encoder sees them: the image path's AnyRes."""
+    image = frame if isinstance(frame, Image.Image) else Image.fromarray(np.asarray(frame, dtype=np.uint8))
+    return anyres_tiles(image, tile, max_tiles)
+
+
 def to_pixel_values(images: list[Image.Image]) -> torch.Tensor:
     """List of equal-size RGB images -> (N, 3, S, S) float tensor normalised for SigLIP."""
     arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
