@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.omni-installed
 APT_PACKAGES := flite pocketsphinx-testdata fortunes fortunes-min libtcmalloc-minimal4
 # The pipelines run with tcmalloc: the same arithmetic, 4-8 % faster training steps on 2 cores
-# (benchmarks/bench_cpu_parallelism.py, arms eager vs tcmalloc). The shell finds the library when the
+# (benchmarks/bench_cpu_parallelism.py, variants eager vs tcmalloc). The shell finds the library when the
 # recipe runs, after `apt` has installed it on a fresh machine; nothing is preloaded where it is missing,
 # and a user's own LD_PRELOAD is kept after it.
 WITH_TCMALLOC = LD_PRELOAD="$$(ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4 2>/dev/null | head -n 1)$${LD_PRELOAD:+ $$LD_PRELOAD}"
@@ -85,4 +85,4 @@ bench: setup
 
 VIDEO ?= data/prepared/media/video/mnist-test-00000.mp4
 demo: setup
-	$(PY) -m omni_core.demo_realtime --checkpoint checkpoints/2_sft/model --vad checkpoints/vad --video $(VIDEO)
+	$(PY) -m omni_core.demo_realtime --checkpoint checkpoints/2_sft/model --speech-boundary checkpoints/speech_boundary --video $(VIDEO)

@@ -5,14 +5,14 @@ The asr task mixes two kinds of sentence: task phrases ("the red circle is at th
 template and a few likely words go a long way) and connected digits ("two eight five", where every word
 is one of ten and nothing predicts it). Stage 0_audio's CTC head reads both from the encoder's frames
 (its `val/wer`, ~20 %); whether the LLM reads them through the projector is what stage 1e must teach.
-Each arm trains stage 1e through the pipeline's own code, from the pipeline's `checkpoints/1d_video`
+Each variant trains stage 1e through the pipeline's own code, from the pipeline's `checkpoints/1d_video`
 (the recipe's mixture and learning rates; only its steps, its `audio_projector_ctc_steps` and the seed
 change), then transcribes the asr test split and reports, per kind of sentence, the word error rate, and
 for the digit strings how often each of the three digits is right (chance: 10 %). Prints JSON (also
 written to `--out`).
 
-    python benchmarks/bench_audio_reading.py [--arms 200:0 400:0 200:600] [--seeds 0 1]   # after `make repro`
-                                             # an arm is STEPS:WARM_UP_STEPS; ~1-2.5 min an arm
+    python benchmarks/bench_audio_reading.py [--variants 200:0 400:0 200:600] [--seeds 0 1]   # after `make repro`
+                                                 # a variant is STEPS:WARM_UP_STEPS; ~1-2.5 min a variant
 """
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from arms import run_arms  # noqa: E402  (benchmarks/arms.py)
+from variants import run_variants  # noqa: E402  (benchmarks/variants.py)
 
 from omni_core.config import REPO_ROOT, load_config  # noqa: E402
 from omni_core.data.sources import DIGIT_WORDS  # noqa: E402
-from omni_core.eval.ablation import arm_overrides, train_stages  # noqa: E402
+from omni_core.eval.ablation import train_stages, variant_overrides  # noqa: E402
 from omni_core.eval.metrics import normalize_transcript, wer  # noqa: E402
 from omni_core.eval.runner import evaluate  # noqa: E402
 
@@ -57,11 +57,11 @@ def reading(predictions: list[dict]) -> dict:
             "digit_right_percent_by_position": [round(100 * r / len(digits), 1) for r in right]}
 
 
-def run_arm(workdir: Path, steps: int, warm_up: int, seed: int) -> dict:
-    overrides = arm_overrides(workdir, "arm")
+def run_variant(workdir: Path, steps: int, warm_up: int, seed: int) -> dict:
+    overrides = variant_overrides(workdir, "variant")
     overrides["train"]["seed"] = seed
     overrides["stages"] = {STAGE: {"steps": steps, "audio_projector_ctc_steps": warm_up}}
-    checkpoints = workdir / "arm" / "checkpoints"
+    checkpoints = workdir / "variant" / "checkpoints"
     checkpoints.mkdir(parents=True)
     shutil.copytree(REPO_ROOT / "checkpoints" / INIT, checkpoints / INIT, ignore=shutil.ignore_patterns("state"))
     t0 = time.perf_counter()
@@ -74,27 +74,27 @@ def run_arm(workdir: Path, steps: int, warm_up: int, seed: int) -> dict:
             **reading(res["predictions"]["asr"])}
 
 
-def arm(text: str) -> tuple[int, int]:
+def variant_spec(text: str) -> tuple[int, int]:
     try:
         steps, warm_up = (int(v) for v in text.split(":"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"arm {text!r} must be STEPS:WARM_UP_STEPS, e.g. 200:600") from None
+        raise argparse.ArgumentTypeError(f"variant {text!r} must be STEPS:WARM_UP_STEPS, e.g. 200:600") from None
     return steps, warm_up
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--arms", nargs="+", type=arm, default=[(200, 0), (400, 0), (200, 600)],
+    ap.add_argument("--variants", nargs="+", type=variant_spec, default=[(200, 0), (400, 0), (200, 600)],
                     help="STEPS:WARM_UP_STEPS, stage 1e's steps and its audio projector CTC warm-up steps")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--out", default="benchmarks/results/audio_reading.json")
     args = ap.parse_args()
     if not (REPO_ROOT / "checkpoints" / INIT / "model").exists():
-        raise SystemExit(f"checkpoints/{INIT}/model is missing: run `make repro` (or `dvc repro train_{INIT}`) first")
+        raise SystemExit(f"checkpoints/{INIT}/model is missing: run `make repro` (or `dvc repro train@{INIT}`) first")
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "stage": STAGE, "batch": 16}
-    run_arms({f"{steps} steps, warm-up {warm_up}, seed {seed}": functools.partial(run_arm, steps=steps,
-                                                                                 warm_up=warm_up, seed=seed)
-              for seed in args.seeds for steps, warm_up in args.arms}, result, args.out, prefix="audio_reading_")
+    run_variants({f"{steps} steps, warm-up {warm_up}, seed {seed}": functools.partial(run_variant, steps=steps,
+                                                                                     warm_up=warm_up, seed=seed)
+                  for seed in args.seeds for steps, warm_up in args.variants}, result, args.out, prefix="audio_reading_")
 
 if __name__ == "__main__":
     main()

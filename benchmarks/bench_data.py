@@ -36,18 +36,18 @@ def _cpu() -> float:
 
 def bench_prepare(cfg, out: Path) -> dict:
     """Both flite paths, one after the other; the pool's workers fork with the main process's choice."""
-    arms, library = {}, speech._flite_library
-    for arm in ("flite_command", "flite_library"):
-        speech._flite_library = (lambda: None) if arm == "flite_command" else library
+    variants, library = {}, speech._flite_library
+    for variant in ("flite_command", "flite_library"):
+        speech._flite_library = (lambda: None) if variant == "flite_command" else library
         load = os.getloadavg()[0]
         cpu0, t0 = _cpu(), time.perf_counter()
-        info = prepare(cfg, out / arm, workers=2)
+        info = prepare(cfg, out / variant, workers=2)
         wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
-        arms[arm] = {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "load_average_before": round(load, 2)}
+        variants[variant] = {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "load_average_before": round(load, 2)}
     speech._flite_library = library
     same = checksums_path(out / "flite_command").read_bytes() == checksums_path(out / "flite_library").read_bytes()
-    wall = arms["flite_library"]["wall_seconds"]
-    return {**arms, "library_vs_command_wall": round(wall / arms["flite_command"]["wall_seconds"], 2),
+    wall = variants["flite_library"]["wall_seconds"]
+    return {**variants, "library_vs_command_wall": round(wall / variants["flite_command"]["wall_seconds"], 2),
             "identical_files": same, "cores": len(os.sched_getaffinity(0)), "samples": info["samples"],
             "target_seconds": 60, "meets_target": wall <= 60,
             "note": "wall time on a shared machine counts other processes' load; cpu_seconds / 2 is the floor on 2 idle cores"}

@@ -10,7 +10,7 @@ profile", the "Why" list). This isolates the two suspects on the simplest conten
 - the LLM: frozen (the paper's stage 1a: only the projector, plus the encoder when it is random)
   or trained at the same learning rate.
 
-Each arm trains `--steps` steps of 16 digit-caption samples of `data/prepared/train.jsonl` (MNIST and
+Each variant trains `--steps` steps of 16 digit-caption samples of `data/prepared/train.jsonl` (MNIST and
 sklearn digits; packed like the pipeline) with AdamW at a constant lr, gradients clipped at 1. Score: forced choice among the
 ten digit words (the caption with each digit, ranked by the model's log-likelihood), on the first 60
 train and all test digit captions; chance is about 10 %. Prints JSON (also written to `--out`).
@@ -38,11 +38,12 @@ from omni_core.data import sources as S  # noqa: E402
 from omni_core.data.collate import PackCollator, pad_collate  # noqa: E402
 from omni_core.data.dataset import OmniDataset  # noqa: E402
 from omni_core.eval.runner import load_checkpoint  # noqa: E402
-from omni_core.train.stages import param_groups  # noqa: E402
+from omni_core.model.labels import IGNORE_INDEX  # noqa: E402
+from omni_core.train.freezing import param_groups  # noqa: E402
 
 DIGITS = list(S.DIGIT_WORDS)
 DIGIT_SOURCES = ("mnist", "sklearn-digits")
-ARMS = {   # name -> (encoder, lr per module); 0 / absent = frozen
+VARIANTS = {   # name -> (encoder, lr per module); 0 / absent = frozen
     "random encoder, LLM frozen (tiny 1a)": ("random", {"vision_encoder": 1e-3, "vision_projector": 1e-3}),
     "random encoder, LLM trains": ("random", {"vision_encoder": 1e-3, "vision_projector": 1e-3, "llm": 1e-3}),
     "pretrained encoder frozen, LLM frozen (paper 1a)": ("pretrained", {"vision_projector": 1e-3}),
@@ -79,14 +80,14 @@ def forced_choice(model, ds: OmniDataset, n: int) -> float:
         logits = model(**{k: v for k, v in b.items() if k != "labels"}).logits[:, :-1].float()
         targets = b["labels"][:, 1:]
         logp = logits.log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        score = (logp * (targets != -100)).sum(1)
+        score = (logp * (targets != IGNORE_INDEX)).sum(1)
         right += DIGITS[int(score.argmax())] == gold
     return 100.0 * right / min(n, len(ds.records))
 
 
-def train_arm(model, processor, train: OmniDataset, lrs: dict, steps: int, seq_len: int, seed: int) -> list[float]:
-    stage = StageConfig(lr=lrs, steps=steps)
-    groups = param_groups(model, stage, "bench")
+def train_variant(model, processor, train: OmniDataset, lrs: dict, steps: int, seq_len: int, seed: int) -> list[float]:
+    stage = StageConfig(name="bench", lr=lrs, steps=steps)
+    groups = param_groups(model, stage)
     opt = torch.optim.AdamW(groups, lr=groups[0]["lr"])
     collate = PackCollator(seq_len, pad_token_id=processor.tokenizer.pad_token_id or 0)
     items = [train[i] for i in range(len(train))]
@@ -105,7 +106,7 @@ def train_arm(model, processor, train: OmniDataset, lrs: dict, steps: int, seq_l
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--checkpoint", default="checkpoints/0_text/model", help="the LM stand-in every arm starts from")
+    ap.add_argument("--checkpoint", default="checkpoints/0_text/model", help="the LM stand-in every variant starts from")
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--encoder", default="checkpoints/0_vision/model", help="the pretrained-encoder stand-in")
@@ -118,17 +119,17 @@ def main() -> None:
     base, processor = load_checkpoint(cfg, REPO_ROOT / args.checkpoint, "cpu")
     train, test = digit_captions(data, "train", processor), digit_captions(data, "test", processor)
     pretrained = load_checkpoint(cfg, REPO_ROOT / args.encoder, "cpu")[0].vision_encoder
-    stand_in_log = REPO_ROOT / cfg.train.log_dir / Path(args.encoder).parent.name / "metrics.json"   # dvclive summary
+    warmup_log = REPO_ROOT / cfg.train.log_dir / Path(args.encoder).parent.name / "metrics.json"   # dvclive summary
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
               "checkpoint": args.checkpoint, "encoder": args.encoder, "steps": args.steps, "batch": 16, "lr": 1e-3,
               "train_digit_captions": len(train), "test_digit_captions": len(test), "chance_percent": 10.0,
-              "encoder_stand_in": json.loads(stand_in_log.read_text()) if stand_in_log.exists() else None, "arms": {}}
-    for name, (encoder, lrs) in ARMS.items():
+              "encoder_stand_in": json.loads(warmup_log.read_text()) if warmup_log.exists() else None, "arms": {}}
+    for name, (encoder, lrs) in VARIANTS.items():
         model = copy.deepcopy(base)
         if encoder == "pretrained":
             model.vision_encoder.load_state_dict(pretrained.state_dict())
         t0 = time.perf_counter()
-        losses = train_arm(model, processor, train, lrs, args.steps, cfg.stage("1a_image_caption").seq_len, args.seed)
+        losses = train_variant(model, processor, train, lrs, args.steps, cfg.stage("1a_image_caption").seq_len, args.seed)
         result["arms"][name] = {
             "train_s": round(time.perf_counter() - t0, 1),
             "loss_first_10": round(float(np.mean(losses[:10])), 3), "loss_last_20": round(float(np.mean(losses[-20:])), 3),

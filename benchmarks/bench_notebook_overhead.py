@@ -1,4 +1,4 @@
-"""What every notebook stage of `dvc repro` pays besides its own work (JSON on stdout), arms side by side:
+"""What every notebook stage of `dvc repro` pays besides its own work (JSON on stdout), variants side by side:
 
 - kernel shutdown: a kernel that imported what a training stage imports (torch, transformers, omni_core's
   model and loop) is asked to exit (papermill's default) or killed once its last cell has run (what
@@ -14,7 +14,7 @@
 
     python benchmarks/bench_notebook_overhead.py [--reps 3] [--out benchmarks/results/notebook_overhead.json]
 
-The arms alternate, so a slow minute on a shared machine hits both.
+The variants alternate, so a slow minute on a shared machine hits both.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 image_vqa asks about drawn scenes: how many shapes, what colour or which shape sits in a quadrant, where a
 shape is. A pretrained SigLIP knows shapes and colours; the tiny profile's stand-in (stage 0_vision) only
-knew what it was trained on. Each arm trains, from `checkpoints/0_text`, through the pipeline's own code:
+knew what it was trained on. Each variant trains, from `checkpoints/0_text`, through the pipeline's own code:
 
 - stage 0_vision with one objective: `digit_word_classification` (MNIST digits and printed words, the
   earlier recipe) or `digit_word_shape_classification` (also single drawn shapes, each
@@ -13,7 +13,7 @@ knew what it was trained on. Each arm trains, from `checkpoints/0_text`, through
 then scores image_vqa on the 300 test scenes, split by question kind. Chance is the evaluator's baseline
 (each question's most common training answer). Prints JSON (also written to `--out`).
 
-    python benchmarks/bench_scene_reading.py [--seeds 0 1] [--steps 300]   # after `make repro`; ~2.5 min an arm
+    python benchmarks/bench_scene_reading.py [--seeds 0 1] [--steps 300]   # after `make repro`; ~2.5 min a variant
 """
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from arms import run_arms  # noqa: E402  (benchmarks/arms.py)
+from variants import run_variants  # noqa: E402  (benchmarks/variants.py)
 
 from omni_core.config import REPO_ROOT, load_config  # noqa: E402
-from omni_core.eval.ablation import arm_overrides, train_stages  # noqa: E402
+from omni_core.eval.ablation import train_stages, variant_overrides  # noqa: E402
 from omni_core.eval.runner import evaluate  # noqa: E402
 
 OBJECTIVES = ("digit_word_classification", "digit_word_shape_classification")
@@ -50,14 +50,14 @@ def question_kinds(test_manifest: Path) -> dict[str, str]:
     return kinds
 
 
-def run_arm(workdir: Path, objective: str, seed: int, steps: int, kinds: dict[str, str]) -> dict:
-    overrides = arm_overrides(workdir, "arm")
+def run_variant(workdir: Path, objective: str, seed: int, steps: int, kinds: dict[str, str]) -> dict:
+    overrides = variant_overrides(workdir, "variant")
     overrides["train"]["seed"] = seed
     overrides["stages"] = {"0_vision": {"objective": objective},
                            "1a_image_caption": {"init_from": "0_vision"},
                            "1b_image_vqa": {"steps": steps, "mixture": {"image_vqa": 1.0, "ocr": 0, "image_caption": 0,
                                                                         "text_instruct": 0}}}
-    checkpoints = workdir / "arm" / "checkpoints"
+    checkpoints = workdir / "variant" / "checkpoints"
     checkpoints.mkdir(parents=True)
     shutil.copytree(REPO_ROOT / "checkpoints" / "0_text", checkpoints / "0_text",
                     ignore=shutil.ignore_patterns("state"))
@@ -71,9 +71,9 @@ def run_arm(workdir: Path, objective: str, seed: int, steps: int, kinds: dict[st
     for p in res["predictions"]["image_vqa"]:
         right[kinds[p["id"]]][0] += p["prediction"] == p["reference"]
         right[kinds[p["id"]]][1] += 1
-    stand_in = json.loads((workdir / "arm" / "logs" / "0_vision" / "metrics.json").read_text())
+    warmup = json.loads((workdir / "variant" / "logs" / "0_vision" / "metrics.json").read_text())
     return {"train_s": round(train_s, 1),
-            "stand_in_val": {k: round(v, 1) for k, v in stand_in.items() if k.startswith("val_") and k.endswith("_end")},
+            "stand_in_val": {k: round(v, 1) for k, v in warmup.items() if k.startswith("val_") and k.endswith("_end")},
             "image_vqa_percent": round(task["accuracy"], 1), "chance_percent": round(task["chance"]["accuracy"], 1),
             "margin_ci95": [round(v, 1) for v in task["margin_ci95"]["accuracy"]],
             "by_kind": {k: f"{r}/{n}" for k, (r, n) in sorted(right.items())}}
@@ -86,13 +86,13 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/scene_reading.json")
     args = ap.parse_args()
     if not (REPO_ROOT / "checkpoints" / "0_text" / "model").exists():
-        raise SystemExit("checkpoints/0_text/model is missing: run `make repro` (or `dvc repro train_0_text`) first")
+        raise SystemExit("checkpoints/0_text/model is missing: run `make repro` (or `dvc repro train@0_text`) first")
     kinds = question_kinds(REPO_ROOT / load_config().data.root / "test.jsonl")
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "steps": args.steps, "batch": 16,
               "test_questions": len(kinds)}
-    run_arms({f"{objective} seed {seed}": functools.partial(run_arm, objective=objective, seed=seed,
-                                                             steps=args.steps, kinds=kinds)
-              for seed in args.seeds for objective in OBJECTIVES}, result, args.out, prefix="scene_reading_")
+    run_variants({f"{objective} seed {seed}": functools.partial(run_variant, objective=objective, seed=seed,
+                                                                 steps=args.steps, kinds=kinds)
+                  for seed in args.seeds for objective in OBJECTIVES}, result, args.out, prefix="scene_reading_")
 
 if __name__ == "__main__":
     main()

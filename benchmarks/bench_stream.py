@@ -11,6 +11,9 @@ boundary decisions. Reported per profile:
   ``rtf_input``: the same without answer generation (ingesting frames and audio, end-of-turn prefill);
 - ``tokens_prefilled_after_speech``: the work left once the user stops talking.
 
+The measurement itself (sessions, interleaved repeats, medians) is :mod:`omni_core.stream_latency`, which
+notebook 06 shares.
+
     python benchmarks/bench_stream.py [--profiles tiny small] [--turns 6] [--out benchmarks/results/stream.json]
 
 The profile of params.yaml uses ``checkpoints/<eval.checkpoint>/model`` when it exists; otherwise (and
@@ -22,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +35,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from omni_core.config import REPO_ROOT, load_config  # noqa: E402
 from omni_core.data.sources.speech import flite  # noqa: E402
 from omni_core.eval.runner import cpu_model  # noqa: E402
-from omni_core.stream import OmniSession, load_model  # noqa: E402
-from omni_core.vad import VAD_SUBDIR, load_or_train_vad  # noqa: E402
+from omni_core.speech_boundary import SPEECH_BOUNDARY_SUBDIR, load_or_train_speech_boundary  # noqa: E402
+from omni_core.stream import load_model  # noqa: E402
+from omni_core.stream_latency import compare_prefill, push_stream, summarize  # noqa: E402
 
 QUESTIONS = ["what is moving in the video", "which digit do you see now", "where does it go next",
              "describe the scene", "what color is the background", "how many digits are there"]
@@ -55,34 +58,10 @@ def make_stream(turns: int, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]
     return audio, frames
 
 
-def run(model, processor, vad, cfg, audio: np.ndarray, frames: list[np.ndarray], incremental: bool) -> dict:
-    """One pass over the stream; answers are generated synchronously when speech ends."""
-    session = OmniSession(model, processor, vad, cfg.stream, incremental=incremental, auto_answer=False)
-    step, compute, answering = int(CHUNK * SR), 0.0, 0.0
-    for i, start in enumerate(range(0, len(audio), step)):
-        t0 = time.perf_counter()
-        session.push_video_frame(frames[min(int(i * CHUNK * CAMERA_FPS), len(frames) - 1)])
-        if any(e.kind == "speech_end" for e in session.push_audio(audio[start:start + step])):
-            t1 = time.perf_counter()
-            session.answer()
-            answering += time.perf_counter() - t1
-        compute += time.perf_counter() - t0
-    turns = [t for t in session.turns if t.first_token is not None]
-    seconds = len(audio) / SR
-    return {"latency_s": [t.latency for t in turns], "rtf": compute / seconds,
-            "rtf_input": (compute - answering) / seconds,
-            "frames_per_turn": [t.frames for t in turns],
-            "tokens_prefilled_after_speech": [t.tokens_prefilled_after_speech for t in turns],
-            "context_tokens": len(session.ids)}
-
-
-def summarize(runs: list[dict]) -> dict:
-    """Median over repeats (the machine is shared: single runs are noisy)."""
-    lat = np.median(np.array([r["latency_s"] for r in runs]), axis=0)
-    return {"latency_s": [round(float(x), 4) for x in lat], "mean_latency_s": round(float(lat.mean()), 4),
-            "rtf": round(float(np.median([r["rtf"] for r in runs])), 4),
-            "rtf_input": round(float(np.median([r["rtf_input"] for r in runs])), 4),
-            **{k: runs[0][k] for k in ("frames_per_turn", "tokens_prefilled_after_speech", "context_tokens")}}
+def pushed(audio: np.ndarray, frames: list[np.ndarray]):
+    """A drive for :func:`compare_prefill`: the stream pushed chunk by chunk, each answer generated
+    synchronously when speech ends."""
+    return lambda session: push_stream(session, audio, frames, CHUNK, CAMERA_FPS)
 
 
 def bench_profile(profile: str, turns: int, repeats: int, device: str) -> dict:
@@ -92,17 +71,14 @@ def bench_profile(profile: str, turns: int, repeats: int, device: str) -> dict:
     trained = profile == load_config(REPO_ROOT / "params.yaml").profile and (ckpt / "config.json").exists()
     model, processor = load_model(cfg, ckpt if trained else None)
     model.to(device)
-    vad = load_or_train_vad(ckpt / VAD_SUBDIR if trained and (ckpt / VAD_SUBDIR / "config.json").exists() else None)
+    head_dir = ckpt / SPEECH_BOUNDARY_SUBDIR
+    speech_boundary = load_or_train_speech_boundary(head_dir if trained and (head_dir / "config.json").exists() else None)
     audio, frames = make_stream(turns)
     warm_audio, warm_frames = make_stream(1, seed=1)
     out = {"checkpoint": str(ckpt) if trained else "none: the config's model, untrained parts random",
            "parameters": sum(p.numel() for p in model.parameters()), "stream_seconds": round(len(audio) / SR, 2)}
-    runs: dict[str, list[dict]] = {"streaming": [], "reencode": []}
-    for incremental in (True, False):
-        run(model, processor, vad, cfg, warm_audio, warm_frames, incremental)          # warm-up
-    for _ in range(repeats):                               # interleaved, so load changes hit both alike
-        for name, incremental in (("streaming", True), ("reencode", False)):
-            runs[name].append(run(model, processor, vad, cfg, audio, frames, incremental))
+    compare_prefill(model, processor, cfg.stream, pushed(warm_audio, warm_frames), 1, speech_boundary)   # warm-up
+    runs = compare_prefill(model, processor, cfg.stream, pushed(audio, frames), repeats, speech_boundary)
     out.update({name: summarize(r) for name, r in runs.items()})
     s, r = out["streaming"]["latency_s"], out["reencode"]["latency_s"]
     out["latency_speedup_mean"] = round(out["reencode"]["mean_latency_s"] / out["streaming"]["mean_latency_s"], 2)

@@ -4,7 +4,7 @@ text_instruct ("Repeat the words: ...", "What is the last word: ...", "Which is 
 answered by copying from the prompt, which needs an induction circuit. At lr 3e-3 stage 0_text never forms
 it: the final model answers 1-2 % of text_instruct exactly. This trains
 the tiny profile's LM from scratch (the params.yaml sizes, the prepared tokenizer and chat template) on
-fresh instructions of the task's generator, one arm per learning rate, same seed and samples, AdamW with
+fresh instructions of the task's generator, one variant per learning rate, same seed and samples, AdamW with
 warm-up + cosine (the pipeline's schedule), gradients clipped at 1. Score: exact match of the whole
 answer under teacher forcing (every answer token is the argmax) on 256 held-out instructions, every
 `--eval-every` steps. Prints JSON (also written to `--out`).
@@ -29,9 +29,10 @@ from omni_core.config import REPO_ROOT, load_config  # noqa: E402
 from omni_core.data.collate import pad_collate  # noqa: E402
 from omni_core.data.tasks import TASK_WORDS, _instruction  # noqa: E402
 from omni_core.eval.runner import cpu_model  # noqa: E402
+from omni_core.model.labels import IGNORE_INDEX  # noqa: E402
 from omni_core.model.omni import omni_config  # noqa: E402
 from omni_core.model.tokenizer import load_tokenizer  # noqa: E402
-from omni_core.train.stages import lr_factor  # noqa: E402
+from omni_core.train.schedule import lr_factor  # noqa: E402
 
 
 def encode(tok, rng: np.random.Generator) -> tuple[list[int], list[int]]:
@@ -40,7 +41,7 @@ def encode(tok, rng: np.random.Generator) -> tuple[list[int], list[int]]:
     prompt = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
     p = tok(prompt, add_special_tokens=False)["input_ids"]
     y = tok(a + "<|im_end|>", add_special_tokens=False)["input_ids"]
-    return p + y, [-100] * len(p) + y
+    return p + y, [IGNORE_INDEX] * len(p) + y
 
 
 def batch(tok, rng: np.random.Generator, n: int) -> dict[str, torch.Tensor]:
@@ -56,10 +57,10 @@ def exact(model, val: dict[str, torch.Tensor]) -> float:
     pred = model(input_ids=val["input_ids"], attention_mask=val["attention_mask"]).logits[:, :-1].argmax(-1)
     y = val["labels"][:, 1:]
     model.train()
-    return round(100 * float(((pred == y) | (y == -100)).all(1).float().mean()), 1)
+    return round(100 * float(((pred == y) | (y == IGNORE_INDEX)).all(1).float().mean()), 1)
 
 
-def run_arm(cfg, tok, lr: float, steps: int, batch_size: int, eval_every: int, seed: int) -> dict:
+def run_variant(cfg, tok, lr: float, steps: int, batch_size: int, eval_every: int, seed: int) -> dict:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
@@ -96,9 +97,9 @@ def main() -> None:
         raise SystemExit(f"{tok_dir} does not exist: prepare the data first (make data, or dvc repro prepare_data)")
     # with the chat template and special tokens, as training uses
     tok = load_tokenizer(tok_dir, cfg.model.trust_remote_code)
-    arms = [run_arm(cfg, tok, lr, args.steps, args.batch_size, args.eval_every, args.seed) for lr in args.lrs]
+    variants = [run_variant(cfg, tok, lr, args.steps, args.batch_size, args.eval_every, args.seed) for lr in args.lrs]
     result = {"benchmark": "text_copy", "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
-              "score": "teacher-forced exact match %, 256 held-out instructions", "arms": arms,
+              "score": "teacher-forced exact match %, 256 held-out instructions", "arms": variants,
               "pipeline_0_text_lr": cfg.stage("0_text").lr.get("llm"),
               "machine": {"cpu": cpu_model(), "torch_threads": torch.get_num_threads(),
                           "python": platform.python_version(), "torch": torch.__version__}}

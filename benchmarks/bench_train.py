@@ -43,9 +43,10 @@ from omni_core.data.collate import PackCollator, non_pad_fraction, pad_collate  
 from omni_core.data.dataset import MixtureSampler, OmniDataset  # noqa: E402
 from omni_core.model import build_model, load_tokenizer  # noqa: E402
 from omni_core.model.configuration import SPECIAL_TOKENS  # noqa: E402
+from omni_core.model.labels import IGNORE_INDEX  # noqa: E402
 from omni_core.model.vision import to_pixel_values  # noqa: E402
 from omni_core.processing import OmniProcessor  # noqa: E402
-from omni_core.train.stages import param_groups  # noqa: E402
+from omni_core.train.freezing import param_groups  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------ measuring
@@ -89,7 +90,7 @@ def train_steps(model, params, batches: list[dict]) -> tuple[float, float]:
 
 
 def supervised(batches: list[dict]) -> int:
-    return sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches[1:])
+    return sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches[1:])
 
 
 def measure(runs: dict[str, tuple], rounds: int) -> dict[str, dict]:
@@ -127,7 +128,7 @@ def _span_to(ids: torch.Tensor, labels: torch.Tensor, pad_id: int, counts: list[
             while j < len(ids_l) and ids_l[j] == pad_id:
                 j += 1
             out_ids += [new_id] * counts[k]
-            out_lab += [-100] * counts[k]
+            out_lab += [IGNORE_INDEX] * counts[k]
             k, i = k + 1, j
         else:
             out_ids.append(ids_l[i])
@@ -140,7 +141,7 @@ def hf_pad(rows: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> dict[s
     """Right-padded input_ids / attention_mask / labels, as HF's processors + collators produce them."""
     t = max(len(r[0]) for r in rows)
     ids = torch.full((len(rows), t), pad_id)
-    lab = torch.full((len(rows), t), -100)
+    lab = torch.full((len(rows), t), IGNORE_INDEX)
     mask = torch.zeros((len(rows), t), dtype=torch.long)
     for i, (a, b) in enumerate(rows):
         ids[i, :len(a)], lab[i, :len(b)], mask[i, :len(a)] = a, b, 1
@@ -192,7 +193,7 @@ def qwen2audio_tokens(frames: int) -> int:
 def ours(cfg, processor, stage: str, ds: OmniDataset, idx: list[int], batch: int, packing: bool):
     torch.manual_seed(0)
     model = build_model(cfg, processor.tokenizer).float()
-    groups = param_groups(model, cfg.stage(stage), stage)
+    groups = param_groups(model, cfg.stage(stage))
     feats = [processor(ds.records[i]["messages"], base_dir=ds.base_dir) for i in idx]
     pad = processor.tokenizer.pad_token_id or 0
     collate = (PackCollator(cfg.stage(stage).seq_len, pad_token_id=pad) if packing
@@ -269,21 +270,15 @@ def packing_bench(cfg, processor, data: Path, batch: int, steps: int, rounds: in
 # ------------------------------------------------------------------------------------ ZeRO estimates
 def full_profile_params() -> tuple[int, int, dict]:
     """Parameters of the full-profile model (built on the meta device: no weights, no memory)."""
-    from transformers import Qwen2Config, SiglipVisionConfig, WhisperConfig
-
     from omni_core.model import OmniConfig, OmniForConditionalGeneration
+    from omni_core.model.configuration import omni_config_fields
+    from omni_core.model.full_scale import paper_backbone_configs
 
-    cfg = load_config(REPO_ROOT / "params.yaml", profile="full")
-    m = cfg.model
-    text = Qwen2Config(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                       num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False)      # Qwen2-7B
-    vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                                image_size=m.vision.image_size, patch_size=m.vision.patch_size, vision_use_head=False)
-    audio = WhisperConfig(num_mel_bins=m.audio.num_mel_bins, d_model=1280, encoder_layers=32, encoder_attention_heads=20,
-                          encoder_ffn_dim=5120, decoder_layers=1, max_source_positions=1500)      # large-v3 encoder
+    m = load_config(REPO_ROOT / "params.yaml", profile="full").model
+    text, vision, audio = paper_backbone_configs()      # Qwen2-7B, siglip-so400m-patch14-384, whisper-large-v3
     with torch.device("meta"):
         model = OmniForConditionalGeneration(OmniConfig(text_config=text, vision_config=vision, audio_config=audio,
-                                                        vision_pool=m.vision.pool, audio_downsample=m.audio.downsample))
+                                                        **omni_config_fields(m)))
     per_module = {n: sum(p.numel() for p in mod.parameters()) for n, mod in model.module_groups().items()}
     total = sum(p.numel() for p in model.parameters())
     largest = max(sum(p.numel() for p in mod.parameters(recurse=False)) for mod in model.modules())

@@ -32,7 +32,8 @@ from omni_core import load_config
 from omni_core.eval.ablation import token_budget
 from omni_core.model import build_model, train_tokenizer
 from omni_core import plots
-from omni_core.model.pretrained import full_scale_model_on_meta
+from omni_core.model.full_scale import full_scale_model_on_meta
+from omni_core.model.labels import IGNORE_INDEX
 from omni_core.model.token_counts import audio_num_tokens, audio_num_windows, image_tokens
 from omni_core.model.token_counts import token_budget as unit_budget
 from omni_core.model.vision import anyres_tiles, patch_token_map
@@ -132,7 +133,7 @@ batch = processor(messages)
 for k, t in batch.items():
     print(f"{k:20s} {tuple(t.shape)}")
 print(processor.decode(batch["input_ids"], skip_special_tokens=False)[:400])
-print("supervised tokens:", int((batch["labels"] != -100).sum()), "of", len(batch["labels"]))
+print("supervised tokens:", int((batch["labels"] != IGNORE_INDEX).sum()), "of", len(batch["labels"]))
 
 # %%
 with torch.no_grad():

@@ -33,7 +33,7 @@
 # sub-stage (with captions and text replayed in 1d and 1e), and its encoders, pretrained in stages
 # 0 vision (digits) and 0 audio (CTC transcription), stay frozen from then on. For the same reason its
 # LM read the spoken digits only after ~300 steps of 1e until the projector got a warm-up of its own
-# (`audio_projector_ctc_steps`, `omni_core/train/projector_ctc.py`). `configs/small.yaml` and
+# (`audio_projector_ctc_steps`, `omni_core/train/warmup/audio_projector.py`). `configs/small.yaml` and
 # `configs/full.yaml` keep the paper's pattern above.
 #
 # `train(...)` runs the stage in this kernel when it takes one process (`train.nproc: 1`, tiny and small);
@@ -51,8 +51,8 @@ import matplotlib.pyplot as plt
 from omni_core import load_config
 from omni_core.plots import plot_stage_loss
 from omni_core.train.launch import train
-from omni_core.train.stage_run import SKIPPED_FILE
-from omni_core.train.stages import stage_dir, trainable_summary
+from omni_core.train.freezing import trainable_summary
+from omni_core.train.run_state import SKIPPED_FILE, stage_dir
 
 cfg = load_config(params, profile=profile or None)
 st = cfg.stage(stage)
@@ -65,7 +65,7 @@ print("mixture:", st.mixture)
 # optimizer, so frozen parts cost no optimizer memory and are bitwise unchanged after the stage.
 
 # %%
-trainable_summary(cfg, stage)
+trainable_summary(cfg, st)
 
 # %% [markdown]
 # ## Train

@@ -28,13 +28,13 @@ import matplotlib.pyplot as plt
 from omni_core import load_config
 from omni_core.plots import plot_stage_loss
 from omni_core.train.launch import train
-from omni_core.train.stages import trainable_summary
+from omni_core.train.freezing import trainable_summary
 
 cfg = load_config(params, profile=profile or None)
 st = cfg.stage(stage)
 print(f"profile={cfg.profile} init_from={st.init_from} steps={st.steps} packing={st.packing}")
 print("tasks:", ", ".join(st.mixture))
-trainable_summary(cfg, stage)
+trainable_summary(cfg, st)
 
 # %% [markdown]
 # ## Why packing

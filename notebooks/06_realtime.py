@@ -23,11 +23,12 @@
 # whatever the length of the video or of the conversation before it. The paper calls this early-stage
 # research and reports no latency; this notebook measures it.
 #
-# Our pieces (`omni_core.stream`, `omni_core.vad`):
+# Our pieces (`omni_core.stream`, `omni_core.speech_boundary`):
 #
 # - a **speech boundary head**: a small causal conv net over streaming log-mel frames, trained here on
 #   our own data (flite speech from three voices between silences, noise and tones) and scored on a
-#   held-out voice and held-out sentences. It is saved next to the model checkpoint (`<ckpt>/vad/`).
+#   held-out voice and held-out sentences. It is saved next to the model checkpoint
+#   (`<ckpt>/speech_boundary/`).
 # - `OmniSession`: frames are prefilled at `stream.video_fps` while the user speaks, the audio at the end
 #   of speech, the answer streams through a callback; the next turn reuses the cache.
 # - Beyond the paper: **barge-in**. Speech that starts during an answer stops generation and opens
@@ -38,14 +39,14 @@
 
 # %% tags=["parameters"]
 params = "params.yaml"
-profile = ""      # empty: the profile named in params.yaml
-checkpoint = ""   # empty: checkpoints/<eval.checkpoint>/model (random-init model if it does not exist)
-vad_dir = ""      # empty: <checkpoint>/vad (trained and saved there if missing; kept in memory without a checkpoint)
-video = ""        # empty: a moving-MNIST clip with a spoken question, made here; or any mp4 with audio
-speed = 1.0       # replay speed: 1.0 is real time, 0 as fast as the model runs (answers then compete with it)
-turns = 4         # turns of the streaming vs re-encoding comparison
-repeats = 3       # ... each timed this many times (median)
-threads = 1       # torch CPU threads (timings on a shared CPU are steadier on one)
+profile = ""              # empty: the profile named in params.yaml
+checkpoint = ""           # empty: checkpoints/<eval.checkpoint>/model (random-init model if it does not exist)
+speech_boundary_dir = ""  # empty: <checkpoint>/speech_boundary (trained and saved there if missing; kept in memory without a checkpoint)
+video = ""                # empty: a moving-MNIST clip with a spoken question, made here; or any mp4 with audio
+speed = 1.0               # replay speed: 1.0 is real time, 0 as fast as the model runs (answers then compete with it)
+turns = 4                 # turns of the streaming vs re-encoding comparison
+repeats = 3               # ... each timed this many times (median)
+threads = 1               # torch CPU threads (timings on a shared CPU are steadier on one)
 seed = 0
 
 # %%
@@ -62,8 +63,11 @@ from omni_core.data.sources.media import write_mp4
 from omni_core.data.sources.speech import flite
 from omni_core.data.sources.video import moving_digit
 from omni_core.demo_realtime import decode_clip, replay
+from omni_core.plots import plot_speech_boundaries, plot_turn_latency
+from omni_core.speech_boundary import (SPEECH_BOUNDARY_SUBDIR, detect, evaluate_boundaries,
+                                       load_or_train_speech_boundary, synth_streams, tts_sentences)
 from omni_core.stream import OmniSession, load_model
-from omni_core.vad import VAD_SUBDIR, detect, evaluate_boundaries, load_or_train_vad, synth_streams, tts_sentences
+from omni_core.stream_latency import ask_turns, compare_prefill, summarize
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(threads)
@@ -76,35 +80,26 @@ print("model:", ckpt if trained else f"random-init {cfg.profile} profile",
 
 # %% [markdown]
 # ## 1. Where does speech start and end?
-# The head is loaded from `vad_dir` (default `<checkpoint>/vad/`), or trained now (seconds) and saved there. It sees 25 ms
-# frames every 10 ms and only the past 160 ms, so feeding it chunk by chunk gives exactly its offline
-# output. A turn ends after `stream.min_silence_seconds` of non-speech: pauses between words are not
-# ends of turns. The held-out streams use a voice (`awb`) and sentences the head never heard.
+# The head is loaded from `speech_boundary_dir` (default `<checkpoint>/speech_boundary/`), or trained now
+# (seconds) and saved there. It sees 25 ms frames every 10 ms and only the past 160 ms, so feeding it chunk
+# by chunk gives exactly its offline output. A turn ends after `stream.min_silence_seconds` of non-speech:
+# pauses between words are not ends of turns. The held-out streams use a voice (`awb`) and sentences the
+# head never heard.
 
 # %%
-vad = load_or_train_vad(vad_dir or (ckpt / VAD_SUBDIR if trained else None), seed=seed)
+speech_boundary = load_or_train_speech_boundary(
+    speech_boundary_dir or (ckpt / SPEECH_BOUNDARY_SUBDIR if trained else None), seed=seed)
 held_out = synth_streams(12, ("awb",), seed=seed + 1, sentences=tts_sentences()[1])
-boundary = evaluate_boundaries(vad, held_out, chunk_seconds=cfg.stream.chunk_seconds, threshold=cfg.stream.end_threshold,
-                               min_speech_seconds=cfg.stream.min_speech_seconds,
+boundary = evaluate_boundaries(speech_boundary, held_out, chunk_seconds=cfg.stream.chunk_seconds,
+                               threshold=cfg.stream.end_threshold, min_speech_seconds=cfg.stream.min_speech_seconds,
                                min_silence_seconds=cfg.stream.min_silence_seconds)
 print({k: round(v, 3) for k, v in boundary.items()})
 
 # %%
 ex = held_out[0]
-events, probs = detect(vad, ex.wave, cfg.stream.chunk_seconds, threshold=cfg.stream.end_threshold,
+events, probs = detect(speech_boundary, ex.wave, cfg.stream.chunk_seconds, threshold=cfg.stream.end_threshold,
                        min_silence_seconds=cfg.stream.min_silence_seconds)
-t_wave = np.arange(len(ex.wave)) / 16000
-t_prob = np.arange(len(probs)) * vad.hop_seconds
-fig, ax = plt.subplots(figsize=(10, 3))
-ax.plot(t_wave, ex.wave / (np.abs(ex.wave).max() + 1e-9), color="0.7", lw=0.5, label="audio")
-ax.plot(t_prob, probs, label="P(speech)")
-ax.fill_between(t_prob, 0, ex.labels[: len(probs)], alpha=0.15, label="true utterance")
-for e in events:
-    ax.axvline(e.time, color="g" if e.kind == "speech_start" else "r", ls="--")
-    ax.axvline(e.decided_at, color="g" if e.kind == "speech_start" else "r", ls=":", alpha=0.5)
-ax.set_xlabel("seconds")
-ax.set_title("speech boundaries (dashed: where, dotted: when decided)")
-ax.legend(loc="upper right")
+plot_speech_boundaries(ex.wave, probs, events, ex.labels, speech_boundary.hop_seconds)
 plt.show()
 
 # %% [markdown]
@@ -130,7 +125,7 @@ clip = decode_clip(clip_path)
 print(f"{clip_path}: {len(clip.frames)} frames, {len(clip.audio) / 16000:.1f} s of audio")
 
 log = []
-session = OmniSession(model, processor, vad, cfg.stream, on_text=lambda t: print(t, end="", flush=True),
+session = OmniSession(model, processor, speech_boundary, cfg.stream, on_text=lambda t: print(t, end="", flush=True),
                       on_event=lambda e: log.append(e) or print(f"\n[{e.time:5.2f}s] {e.kind}", flush=True))
 replay(session, clip, cfg.stream.chunk_seconds, speed=speed)
 turn = session.turns[0]
@@ -164,33 +159,23 @@ print("".join(p if isinstance(p, str) else f"{p[0]}x{p[1]}" for p in text))
 # while the user speaks; the baseline (`incremental=False`) encodes the whole conversation (every frame,
 # every utterance, every earlier answer) once speech ends. Both give the same tokens
 # (`tests/test_stream.py` checks it); only the time to the first answer token differs, and the gap grows
-# with the conversation. `benchmarks/bench_stream.py` measures the same on the tiny and small profiles
-# with real-time pushes.
+# with the conversation. The repeats are interleaved and each turn's median is kept
+# (`omni_core.stream_latency`); `benchmarks/bench_stream.py` measures the same on the tiny and small
+# profiles with real-time pushes.
 
 # %%
 questions = ["what is moving", "which digit is it", "where does it go", "what color is the background"]
 speech = [flite(questions[i % len(questions)], "slt") for i in range(turns)]
 cam = [np.asarray(f) for f in (clip.frames * 4)[: 3 * turns]]
-latency = {"streaming": [], "re-encode": []}
-for rep in range(repeats):               # interleaved repeats, median per turn
-    for incremental in (True, False):
-        s = OmniSession(model, processor, vad, cfg.stream, incremental=incremental)
-        for i in range(turns):
-            s.ask(audio=speech[i], frames=cam[3 * i: 3 * i + 3])
-        latency["streaming" if incremental else "re-encode"].append([1000 * t.latency for t in s.turns])
-        if rep == 0:
-            print(("streaming" if incremental else "re-encode").ljust(10), "tokens prefilled after speech per turn:",
-                  [t.tokens_prefilled_after_speech for t in s.turns])
-latency = {k: np.median(v, axis=0) for k, v in latency.items()}
-print({k: np.round(v, 1).tolist() for k, v in latency.items()})
-fig, ax = plt.subplots(figsize=(6, 3))
-for name, ms in latency.items():
-    ax.plot(range(1, turns + 1), ms, marker="o", label=name)
-ax.set_xlabel("turn")
-ax.set_xticks(range(1, turns + 1))
-ax.set_ylabel("end of speech -> first token (ms)")
-ax.legend()
-ax.set_ylim(bottom=0)
+conversation = [(speech[i], cam[3 * i: 3 * i + 3]) for i in range(turns)]
+runs = compare_prefill(model, processor, cfg.stream, lambda s: ask_turns(s, conversation), repeats, speech_boundary)
+latency = {}
+for name, timings in runs.items():
+    summary = summarize(timings)
+    print(name.ljust(10), "tokens prefilled after speech per turn:", summary["tokens_prefilled_after_speech"])
+    latency[name] = summary["latency_s"]
+print("median ms per turn:", {name: [round(1000 * t, 1) for t in seconds] for name, seconds in latency.items()})
+plot_turn_latency(latency)
 plt.show()
 
 # %% [markdown]
@@ -200,7 +185,7 @@ plt.show()
 # in the conversation (closed with the end-of-turn token) and the new speech opens the next turn.
 
 # %%
-s = OmniSession(model, processor, vad, cfg.stream, auto_answer=False)
+s = OmniSession(model, processor, speech_boundary, cfg.stream, auto_answer=False)
 s.end_turn(text="Tell me a long story.")
 s.answer_async(max_new_tokens=500, min_new_tokens=500)
 interruption = flite("stop, tell me about the video instead", "awb")

@@ -15,14 +15,14 @@
 # (`make ablations`, i.e. `dvc repro ablations/dvc.yaml`, after the main one):
 #
 # 1. **audio downsampling** (paper Figure 6): the Conv-GMLP projector pools the Whisper encoder's 50
-#    frames per second by a rate n. Each arm retrains stage 1e with n = 2, 4 or 8 from the same
+#    frames per second by a rate n. Each variant retrains stage 1e with n = 2, 4 or 8 from the same
 #    checkpoint and scores ASR;
 # 2. **staging**: the recipe's stages against one joint mixture of every task trained from the same
 #    starting point with the same number of training tokens;
 # 3. **seeds**: the recipe itself redrawn with other `train.seed` values, to see which scores are
 #    robustly above chance and which move across it from one draw to the next.
 #
-# This notebook only reads the arms' `result.json` files and draws them; the arms themselves are
+# This notebook only reads the variants' `result.json` files and draws them; the variants themselves are
 # `python -m omni_core.eval.ablation ...` runs (one DVC stage each, so they resume and cache separately).
 
 # %% tags=["parameters"]
@@ -44,14 +44,14 @@ out = Path(cfg.eval.figures_dir)
 # %% [markdown]
 # ## Audio downsampling
 # The paper found WER nearly flat for n = 2, 4, 8 (7.7 / 8.3 / 8.0 % with a 1.5B audio LLM), so a
-# coarser rate buys a 4x shorter audio sequence almost for free. Each point below is one arm; the
+# coarser rate buys a 4x shorter audio sequence almost for free. Each point below is one variant; the
 # dashed line is the chance level (the best single training transcript said for every clip).
 
 # %%
-arms = collect_downsample(Path(ablation_dir) / "downsample")
-for n, r in sorted(arms.items()):
+variants = collect_downsample(Path(ablation_dir) / "downsample")
+for n, r in sorted(variants.items()):
     print(f"n = {n}: {r['tokens_per_second']:5.2f} audio tokens/s, WER {r['wer']:.1f} % (chance {r.get('chance_wer', float('nan')):.1f} %)")
-plots.plot_downsample_ablation(arms, out / "ablation_downsample")
+plots.plot_downsample_ablation(variants, out / "ablation_downsample")
 
 # %% [markdown]
 # ## Staging
@@ -68,7 +68,7 @@ plots.plot_staging_ablation(staging, out / "ablation_staging")
 # ## Seeds
 # The staged recipe after the stand-ins (stages 1a to 2_sft) trained again with `train.seed` = 1 and 2
 # from the same stand-in checkpoints; seed 0 is the main run. The seed fixes the fresh weights, the data
-# order and the packing, so each arm is another draw of the same experiment. A task whose worst draw is
+# order and the packing, so each variant is another draw of the same experiment. A task whose worst draw is
 # at or below chance has not shown that it beats chance, whatever its best draw says. "Clearly" counts the draws whose lead survives resampling
 # the test set (the 95 % paired-bootstrap interval of the margin is above 0, see notebook 04).
 

@@ -21,10 +21,10 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODULES = ("vision_encoder", "vision_projector", "video_projector", "audio_encoder", "audio_projector", "llm")
-# stand-in objectives (train/stand_in.py) -> the one module each trains
-STAND_INS = {"digit_classification": "vision_encoder", "digit_word_classification": "vision_encoder",
-             "digit_word_shape_classification": "vision_encoder",
-             "speech_ctc": "audio_encoder"}
+# an encoder warm-up's objective (train/warmup/encoders.py) -> the one module it trains
+ENCODER_OBJECTIVES = {"digit_classification": "vision_encoder", "digit_word_classification": "vision_encoder",
+                      "digit_word_shape_classification": "vision_encoder",
+                      "speech_ctc": "audio_encoder"}
 
 
 class ConfigError(ValueError):
@@ -121,6 +121,9 @@ class DataConfig:
 # ------------------------------------------------------------------------------------------ training
 @dataclass
 class StageConfig:
+    # the stage's key under `stages:`, filled in by Config (not a params key): code that receives a
+    # StageConfig needs no name beside it
+    name: str = field(default="", metadata={"set_by_loader": True})
     enabled: bool = True                 # small/full skip stage 0 (their LLM is already pretrained)
     init_from: str | None = None      # previous stage name; None = fresh model
     mixture: dict[str, float] = field(default_factory=dict)   # task -> sampling weight
@@ -144,10 +147,10 @@ class StageConfig:
     # loss lies within mean +/- k standard deviations (train/loss_filter.py); 0 = off
     loss_filter_k: float = field(default=0.0, metadata=_range(0.0))
     # >0: first train the audio projector alone this many steps with CTC over the LLM's input embeddings
-    # (train/projector_ctc.py; tiny profile: its LM reads soft tokens only once they look like its words)
+    # (train/warmup/audio_projector.py; tiny profile: its LM reads soft tokens only once they look like its words)
     audio_projector_ctc_steps: int = field(default=0, metadata=_range(0))
     # "lm": next-token loss on the mixture's answers. The others pre-train one encoder as a stand-in for
-    # the paper's pretrained one (train/stand_in.py): "digit_classification" (the vision tower classifies MNIST
+    # the paper's pretrained one (train/warmup/encoders.py): "digit_classification" (the vision tower classifies MNIST
     # train-split digits), "digit_word_classification" (and printed words), "digit_word_shape_classification"
     # (and drawn shapes: their shape and colour), "speech_ctc" (the audio encoder
     # transcribes the asr train split with CTC)
@@ -203,13 +206,34 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
 
+    def __post_init__(self) -> None:
+        for name, stage in self.stages.items():
+            stage.name = name
+
     def stage(self, name: str) -> StageConfig:
         if name not in self.stages:
             raise ConfigError(f"unknown stage {name!r}{_suggest(name, self.stages)}; stages: {', '.join(self.stages)}")
         return self.stages[name]
 
+    def starts_from(self, stage: StageConfig) -> str | None:
+        """The stage whose model `stage` starts from: its `init_from`, passed through the stages the profile
+        disables (small and full skip the encoder warm-ups, so 1a starts from what they would have started
+        from); None = a fresh model built from the config."""
+        init, seen = stage.init_from, [stage.name]
+        while init is not None and not self.stage(init).enabled:
+            if init in seen:
+                raise ConfigError(f"stages.{stage.name}.init_from loops through disabled stages: "
+                                  f"{' -> '.join(seen + [init])}")
+            seen.append(init)
+            init = self.stage(init).init_from
+        return init
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The config as a params file would hold it (`load_config` reads it back; no loader-set fields)."""
+        d = dataclasses.asdict(self)
+        for stage in d["stages"].values():
+            del stage["name"]
+        return d
 
 
 # -------------------------------------------------------------------------------------------- loader
@@ -218,10 +242,27 @@ def _suggest(name: str, valid) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge_overrides(base: dict, over: dict) -> dict:
+    """``base`` with ``over`` merged in, key by key at every depth (a new dict; neither input changes)."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_overrides(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``a.b.c=value`` strings (the CLIs' ``--set``) -> a nested dict for ``load_config(overrides=...)``;
+    values are parsed as YAML, so ``--set stages.2_sft.steps=10`` gives an int."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set stages.2_sft.steps=10")
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
     return out
 
 
@@ -267,7 +308,7 @@ def _build(cls, raw: Any, prefix: str, source: str):
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: {prefix or 'top level'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("set_by_loader")}
     kwargs = {}
     for k, v in raw.items():
         key = f"{prefix}.{k}" if prefix else str(k)
@@ -294,8 +335,8 @@ def _validate(cfg: Config, source: str) -> None:
         if st.init_from is not None and st.init_from not in cfg.stages:
             raise ConfigError(f"{source}: stages.{name}.init_from = {st.init_from!r} is not a stage"
                               f"{_suggest(st.init_from, cfg.stages)}")
-        if st.objective in STAND_INS:
-            enc = STAND_INS[st.objective]
+        if st.objective in ENCODER_OBJECTIVES:
+            enc = ENCODER_OBJECTIVES[st.objective]
             extra = [f"lr.{m}" for m, lr in st.lr.items() if lr > 0 and m != enc]
             if extra:
                 raise ConfigError(f"{source}: stages.{name} has objective {st.objective}, which trains only "
@@ -331,13 +372,13 @@ def load_config(params: str | Path = REPO_ROOT / "params.yaml", overrides: dict 
     _build(Config, raw, "", source)          # errors in params.yaml name params.yaml
     if overlay.exists():
         extra = yaml.safe_load(overlay.read_text()) or {}
-        _build(Config, _merge(raw, extra), "", str(overlay))   # ... and errors in the overlay name it
-        raw = _merge(raw, extra)
+        _build(Config, merge_overrides(raw, extra), "", str(overlay))   # ... and errors in the overlay name it
+        raw = merge_overrides(raw, extra)
         source = f"{params} + {overlay}"
     elif profile not in ("tiny",):
         raise ConfigError(f"{source}: profile {profile!r} needs {overlay}, which does not exist")
     if overrides:
-        raw = _merge(raw, overrides)
+        raw = merge_overrides(raw, overrides)
         source += " + overrides"
     raw["profile"] = profile
     cfg = _build(Config, raw, "", source)

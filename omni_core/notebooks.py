@@ -132,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("run takes two paths: the notebook and where its executed copy goes")
         import logging
 
-        # nbformat imports jsonschema, which imports rfc3987_syntax when it is installed and builds a Lark
-        # grammar for IRI formats (1-1.5 s per stage); notebook schemas have no IRI fields to check.
-        sys.modules.setdefault("rfc3987_syntax", None)
+        from omni_core.import_speedups import skip_iri_grammar
+
+        skip_iri_grammar()
         logging.basicConfig(level=logging.WARNING)
         run(*args.paths, {k: parameter_value(v) for k, v in args.parameters})
         return 0

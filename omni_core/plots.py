@@ -28,7 +28,7 @@ import matplotlib.ticker
 import numpy as np
 
 from .eval.metrics import METRICS, TABLES, TASKS, higher_is_better, one_answer_for_all, task_spec  # noqa: E402
-from .eval.reported import REPORTED_DOWNSAMPLE_WER  # noqa: E402
+from .eval.paper_results import REPORTED_DOWNSAMPLE_WER  # noqa: E402
 
 _TABLE_COLORS = {"text": "#7f7f7f", "image": "#1f77b4", "video": "#2ca02c", "audio": "#d62728", "omni": "#9467bd"}
 
@@ -199,33 +199,35 @@ def plot_metric_vs_chance(results: Mapping, out: str | Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------- ablations
-def plot_downsample_ablation(arms: Mapping[int, Mapping[str, float]], out: str | Path,
+def plot_downsample_ablation(variants: Mapping[int, Mapping[str, float]], out: str | Path,
                              reported: Mapping[int, float] | None = REPORTED_DOWNSAMPLE_WER) -> list[Path]:
     """WER against audio tokens per second (50 / n) for each Conv-GMLP rate n, like the paper's Figure 6.
 
-    ``arms`` maps n -> {"wer": ..., "tokens_per_second": ..., optional "chance_wer"}. ``reported`` (the
+    ``variants`` maps n -> {"wer": ..., "tokens_per_second": ..., optional "chance_wer"}. ``reported`` (the
     paper's 1.5B audio-LLM numbers, another model and test set) gets its own panel, never our axis;
     ``None`` leaves it out.
     """
-    if not arms:
-        raise ValueError("plot_downsample_ablation: no arms; run omni_core.eval.ablation.downsample_arm first")
-    panels = [("measured (this repo)", {n: arms[n]["wer"] for n in arms}, "#d62728")]
+    from .model.token_counts import audio_tokens_per_second
+
+    if not variants:
+        raise ValueError("plot_downsample_ablation: no variants; run omni_core.eval.ablation.downsample_variant first")
+    panels = [("measured (this repo)", {n: variants[n]["wer"] for n in variants}, "#d62728")]
     if reported:
         panels.append(("reported (paper), 1.5B audio LLM", dict(reported), "0.4"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (title, wer, color) in zip(axes[0], panels):
         ns = sorted(wer)
-        x = [50 / n for n in ns]
+        x = [audio_tokens_per_second(n) for n in ns]
         ax.plot(x, [wer[n] for n in ns], "o-", color=color)
         for n, xi in zip(ns, x):
             ax.annotate(f"n={n}", (xi, wer[n]), textcoords="offset points", xytext=(4, 6), fontsize=8)
-        if ax is axes[0, 0] and "chance_wer" in arms[ns[0]]:
-            ax.axhline(arms[ns[0]]["chance_wer"], color="0.6", ls="--", lw=1, label="chance (fixed sentence)")
+        if ax is axes[0, 0] and "chance_wer" in variants[ns[0]]:
+            ax.axhline(variants[ns[0]]["chance_wer"], color="0.6", ls="--", lw=1, label="chance (fixed sentence)")
             ax.legend(fontsize=8, frameon=False)
         ax.set_xscale("log", base=2)
         ax.set_xticks(x, [f"{v:g}" for v in x])
         ax.minorticks_off()
-        ax.set_ylim(0, 1.2 * max([*wer.values(), arms[ns[0]].get("chance_wer", 0) if ax is axes[0, 0] else 0]))
+        ax.set_ylim(0, 1.2 * max([*wer.values(), variants[ns[0]].get("chance_wer", 0) if ax is axes[0, 0] else 0]))
         ax.set_xlabel("audio tokens per second (50 / n)")
         ax.set_ylabel("WER (%) ↓")
         ax.set_title(title, fontsize=10)
@@ -238,18 +240,18 @@ def plot_downsample_ablation(arms: Mapping[int, Mapping[str, float]], out: str |
 def plot_staging_ablation(per_task: Mapping[str, Mapping[str, float]], out: str | Path) -> list[Path]:
     """Grouped bars per task: ``{"staged": {task: v}, "joint": {task: v}, "chance": {task: v}}`` (headline
     metric of each task on its 0-100 scale, WER tasks marked ↓; perplexity, on another scale, is left out)."""
-    arms = [a for a in ("staged", "joint", "chance") if a in per_task]
-    tasks = sorted({t for a in arms for t in per_task[a] if task_spec(t).metrics[0] in METRICS},
+    bars = [b for b in ("staged", "joint", "chance") if b in per_task]
+    tasks = sorted({t for b in bars for t in per_task[b] if task_spec(t).metrics[0] in METRICS},
                    key=list(TASKS).index)
     if not tasks:
         raise ValueError("plot_staging_ablation: no task results")
     colors = {"staged": "#1f77b4", "joint": "#ff7f0e"}
-    width = 0.8 / len(arms)
+    width = 0.8 / len(bars)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(tasks) + 2), 3.8))
-    for i, arm in enumerate(arms):
-        style = {"color": "0.9", "edgecolor": "0.5", "hatch": "///", "lw": 0.5} if arm == "chance" else {"color": colors[arm]}
-        ax.bar([j + (i - (len(arms) - 1) / 2) * width for j in range(len(tasks))],
-               [per_task[arm].get(t, 0.0) for t in tasks], width, label=arm, **style)
+    for i, bar in enumerate(bars):
+        style = {"color": "0.9", "edgecolor": "0.5", "hatch": "///", "lw": 0.5} if bar == "chance" else {"color": colors[bar]}
+        ax.bar([j + (i - (len(bars) - 1) / 2) * width for j in range(len(tasks))],
+               [per_task[bar].get(t, 0.0) for t in tasks], width, label=bar, **style)
     labels = []
     for t in tasks:
         m = METRICS[task_spec(t).metrics[0]]
@@ -271,7 +273,7 @@ def plot_seed_spread(per_seed: Mapping[int, Mapping[str, float]], chance: Mappin
 
     rows = [r for r in seed_summary(dict(per_seed), dict(chance), dict(margins or {})) if r["metric"] in METRICS]
     if not rows:
-        raise ValueError("plot_seed_spread: no task results; run the seeds arms (make ablations) first")
+        raise ValueError("plot_seed_spread: no task results; run the seeds variants (make ablations) first")
     seeds = list(per_seed)
     colors = dict(zip(seeds, plt.get_cmap("tab10").colors))
     fig, ax = plt.subplots(figsize=(7.5, 0.4 * len(rows) + 1.4), layout="constrained")
@@ -301,6 +303,8 @@ def plot_seed_spread(per_seed: Mapping[int, Mapping[str, float]], chance: Mappin
 def plot_token_budget(budget: Mapping[str, Mapping], out: str | Path) -> list[Path]:
     """Three panels from :func:`omni_core.eval.ablation.token_budget`: image tokens vs AnyRes tiles, video
     tokens vs seconds (1 fps, frame cap), audio tokens vs seconds for each Conv-GMLP rate."""
+    from .model.token_counts import audio_tokens_per_second
+
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     img, vid, aud = budget["image"], budget["video"], budget["audio"]
     axes[0].bar([str(t) for t in img["tiles"]], img["tokens"], color=_TABLE_COLORS["image"])
@@ -315,7 +319,7 @@ def plot_token_budget(budget: Mapping[str, Mapping], out: str | Path) -> list[Pa
     axes[1].set_title(f"video: {lo}-{hi} tokens/frame, {vid['fps']:g} fps, max {vid['max_frames']} frames", fontsize=10)
     axes[1].legend(fontsize=8, frameon=False)
     for n, toks in aud["tokens"].items():
-        axes[2].plot(aud["seconds"], toks, label=f"n={n} ({50 / int(n):g} tok/s)")
+        axes[2].plot(aud["seconds"], toks, label=f"n={n} ({audio_tokens_per_second(int(n)):g} tok/s)")
     axes[2].set_xlabel("audio seconds")
     axes[2].set_title("audio: Conv-GMLP rate n", fontsize=10)
     axes[2].legend(fontsize=8, frameon=False)
@@ -461,4 +465,42 @@ def show_samples(samples: Sequence[Mapping], root: str | Path, per_task: int = 1
         ax.set_title(f"{s['task']} [{'+'.join(kinds) or 'text'}]\nQ: {wrap(question)}\nA: {wrap(answer)}",
                      fontsize=7, loc="left")
     fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------ real time (06)
+def plot_speech_boundaries(wave: np.ndarray, probs: np.ndarray, events: Sequence, labels: np.ndarray | None = None,
+                           hop_seconds: float = 0.01, sampling_rate: int = 16000):
+    """A stream's waveform, the speech boundary head's per-frame P(speech), the true utterances (``labels``,
+    one per frame) and the detector's events: dashed where speech starts (green) or ends (red), dotted
+    when the detector decided it. Returns the figure."""
+    t_wave = np.arange(len(wave)) / sampling_rate
+    t_prob = np.arange(len(probs)) * hop_seconds
+    fig, ax = plt.subplots(figsize=(10, 3))
+    ax.plot(t_wave, wave / (np.abs(wave).max() + 1e-9), color="0.7", lw=0.5, label="audio")
+    ax.plot(t_prob, probs, label="P(speech)")
+    if labels is not None:
+        ax.fill_between(t_prob, 0, labels[: len(probs)], alpha=0.15, label="true utterance")
+    for e in events:
+        ax.axvline(e.time, color="g" if e.kind == "speech_start" else "r", ls="--")
+        ax.axvline(e.decided_at, color="g" if e.kind == "speech_start" else "r", ls=":", alpha=0.5)
+    ax.set_xlabel("seconds")
+    ax.set_title("speech boundaries (dashed: where, dotted: when decided)")
+    ax.legend(loc="upper right")
+    return fig
+
+
+def plot_turn_latency(latency_s: Mapping[str, Sequence[float]]):
+    """End of speech -> first answer token (ms) per turn, one line per prefill mode (``streaming`` /
+    ``reencode`` of :func:`omni_core.stream_latency.compare_prefill`). Returns the figure."""
+    names = {"reencode": "re-encode"}
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for mode, seconds in latency_s.items():
+        turns = range(1, len(seconds) + 1)
+        ax.plot(turns, 1000 * np.asarray(seconds), marker="o", label=names.get(mode, mode))
+        ax.set_xticks(turns)
+    ax.set_xlabel("turn")
+    ax.set_ylabel("end of speech -> first token (ms)")
+    ax.legend()
+    ax.set_ylim(bottom=0)
     return fig

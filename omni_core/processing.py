@@ -26,6 +26,7 @@ from transformers import AutoTokenizer
 from omni_core.config import ModelConfig, _build
 from omni_core.model.audio import audio_to_features, feature_extractor
 from omni_core.model.configuration import MEDIA, SPECIAL_TOKENS
+from omni_core.model.labels import IGNORE_INDEX
 from omni_core.model.token_counts import SAMPLING_RATE, audio_num_tokens, tokens_per_tile
 from omni_core.model.tokenizer import prepare_tokenizer
 from omni_core.model.vision import anyres_tiles, frame_tiles, to_pixel_values
@@ -284,7 +285,7 @@ class OmniProcessor:
             raise ValueError("the conversation has no assistant tokens to supervise; add an assistant turn "
                              "(or call with add_generation_prompt=True for inference)")
         out = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
-               "labels": torch.where(mask, input_ids, torch.full_like(input_ids, -100))}
+               "labels": torch.where(mask, input_ids, torch.full_like(input_ids, IGNORE_INDEX))}
         if media["image"]:
             out["pixel_values"] = torch.cat(media["image"])
         if media["video"]:

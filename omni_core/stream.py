@@ -1,8 +1,8 @@
 """Real-time interaction: streaming video and audio in, the answer streaming out (paper section 5).
 
 The paper's mode is half-duplex: while the user speaks, incoming video frames are encoded and prefilled
-into the LLM's KV cache as they arrive; a speech start/end predictor (here :mod:`omni_core.vad`, a
-small head trained on our data) decides when the utterance is over; only then are the audio features fed,
+into the LLM's KV cache as they arrive; a speech start/end predictor (here :mod:`omni_core.speech_boundary`,
+a small head trained on our data) decides when the utterance is over; only then are the audio features fed,
 and the answer is generated token by token. So at the end of speech only the audio (and a few template
 tokens) is left to prefill, whatever the length of the video or of the conversation before it.
 
@@ -39,7 +39,7 @@ from omni_core.eval.runner import load_checkpoint, suppressed_token_ids
 from omni_core.model.audio import audio_to_features, feature_extractor
 from omni_core.model.token_counts import FRAME_SAMPLES, SAMPLING_RATE, audio_num_tokens, tokens_per_tile
 from omni_core.model.vision import frame_tiles, to_pixel_values
-from omni_core.vad import SpeechBoundaryDetector, SpeechBoundaryHead
+from omni_core.speech_boundary import SpeechBoundaryDetector, SpeechBoundaryHead
 
 EventKind = Literal["speech_start", "speech_end", "barge_in", "answer_start", "answer_end"]
 
@@ -112,7 +112,7 @@ class OmniSession:
     Args:
         model: an ``OmniForConditionalGeneration`` (``build_model`` or ``from_pretrained``).
         processor: an ``OmniProcessor`` (or a tokenizer prepared with ``prepare_tokenizer``).
-        vad: the speech start/end head; needed by ``push_audio`` only.
+        speech_boundary: the speech start/end head; needed by ``push_audio`` only.
         cfg: ``cfg.stream`` (thresholds, hangover, chunking, answer length).
         incremental: False = the baseline that re-encodes the whole conversation at each end of turn.
         auto_answer: ``push_audio`` starts the answer in a background thread at the end of speech.
@@ -121,7 +121,7 @@ class OmniSession:
         record_logits: keep the prefill logits (tests compare them with a one-shot prefill).
     """
 
-    def __init__(self, model, processor, vad: SpeechBoundaryHead | None = None,
+    def __init__(self, model, processor, speech_boundary: SpeechBoundaryHead | None = None,
                  cfg: StreamConfig | None = None, *, incremental: bool = True, auto_answer: bool = True,
                  on_text: Callable[[str], None] | None = None,
                  on_event: Callable[[StreamEvent], None] | None = None, record_logits: bool = False):
@@ -143,8 +143,9 @@ class OmniSession:
         self.eos_id = self.tokenizer.convert_tokens_to_ids(self.tokenizer.eos_token)
         self.suppress = suppressed_token_ids(self.tokenizer)   # media placeholders have no features to emit
         self._template_pieces()
-        self.detector = (SpeechBoundaryDetector(vad, self.cfg.end_threshold, self.cfg.min_speech_seconds,
-                                                self.cfg.min_silence_seconds) if vad is not None else None)
+        self.detector = (SpeechBoundaryDetector(speech_boundary, self.cfg.end_threshold, self.cfg.min_speech_seconds,
+                                                self.cfg.min_silence_seconds)
+                         if speech_boundary is not None else None)
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -393,8 +394,8 @@ class OmniSession:
         """A microphone chunk (mono float). Runs the speech detector; at speech start opens a turn (barge-in
         if an answer is streaming), at speech end closes it with the utterance's audio and answers."""
         if self.detector is None:
-            raise RuntimeError("push_audio needs a speech boundary head: "
-                               "OmniSession(..., vad=load_or_train_vad(checkpoint / 'vad'))")
+            raise RuntimeError("push_audio needs a speech boundary head: OmniSession(..., speech_boundary="
+                               "load_or_train_speech_boundary(checkpoint / SPEECH_BOUNDARY_SUBDIR))")
         wav = np.asarray(chunk, dtype=np.float32).reshape(-1)
         if sampling_rate != SAMPLING_RATE:
             wav = torchaudio.functional.resample(torch.from_numpy(wav), sampling_rate, SAMPLING_RATE).numpy()

@@ -6,6 +6,7 @@ import torch
 
 from omni_core.config import load_config
 from omni_core.data.collate import PackCollator, pack_rows, pad_collate
+from omni_core.model.labels import IGNORE_INDEX
 
 CORPUS = ["Describe the image. A red circle at the top left.", "Transcribe the audio. the digit seven moves left",
           "Which way does the digit move? left", "What is 3 plus 4? 7", "Continue the spoken description."] * 4
@@ -56,7 +57,7 @@ def test_pad_collate_pads_right_and_concatenates_media_in_order(setup):
     assert b["input_ids"].shape == (len(samples), max(lengths))
     for i, (s, n) in enumerate(zip(samples, lengths)):
         assert torch.equal(b["input_ids"][i, :n], s["input_ids"]) and torch.equal(b["labels"][i, :n], s["labels"])
-        assert (b["labels"][i, n:] == -100).all() and (b["attention_mask"][i, n:] == 0).all()
+        assert (b["labels"][i, n:] == IGNORE_INDEX).all() and (b["attention_mask"][i, n:] == 0).all()
         assert torch.equal(b["position_ids"][i, :n], torch.arange(n))
     for k in MEDIA_KEYS:
         assert torch.equal(b[k], torch.cat([s[k] for s in samples if k in s]))
@@ -81,7 +82,7 @@ def test_pack_collator_keeps_every_supervised_token_and_restarts_positions(setup
     _, _, samples = setup
     b = PackCollator(seq_len=256)(samples)
     assert "attention_mask" not in b and b["input_ids"].shape[0] < len(samples)
-    assert int((b["labels"] != -100).sum()) == sum(int((s["labels"] != -100).sum()) for s in samples)
+    assert int((b["labels"] != IGNORE_INDEX).sum()) == sum(int((s["labels"] != IGNORE_INDEX).sum()) for s in samples)
     rows = pack_rows([len(s["input_ids"]) for s in samples], 256)
     for r, row in enumerate(rows):
         at = 0
@@ -91,7 +92,7 @@ def test_pack_collator_keeps_every_supervised_token_and_restarts_positions(setup
             assert torch.equal(b["labels"][r, at:at + n], samples[i]["labels"])
             assert torch.equal(b["position_ids"][r, at:at + n], torch.arange(n))
             at += n
-        assert (b["labels"][r, at:] == -100).all()
+        assert (b["labels"][r, at:] == IGNORE_INDEX).all()
     order = [i for row in rows for i in row]
     for k in MEDIA_KEYS:
         assert torch.equal(b[k], torch.cat([samples[i][k] for i in order if k in samples[i]]))
@@ -114,7 +115,7 @@ def test_packed_forward_equals_unpacked_forwards(setup):
                 n = alone.shape[0]
                 torch.testing.assert_close(packed[r, at:at + n], alone, atol=1e-5, rtol=0)
                 target = samples[i]["labels"][1:]
-                keep = target != -100
+                keep = target != IGNORE_INDEX
                 nll += torch.nn.functional.cross_entropy(alone[:-1][keep], target[keep], reduction="sum")
                 count += int(keep.sum())
                 at += n

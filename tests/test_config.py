@@ -6,7 +6,6 @@ import pytest
 import yaml
 
 from omni_core.config import MODULES, REPO_ROOT, Config, ConfigError, load_config
-from omni_core.train.stages import resolve_init
 
 
 @pytest.fixture
@@ -61,7 +60,7 @@ def test_overlay_merges_on_top_of_params(profile):
         assert cfg.stage("0_vision").enabled == (profile == "small")    # full has a pretrained SigLIP
         assert not cfg.stage("0_audio").enabled                          # both have a pretrained Whisper
         first = next(n for n, st in cfg.stages.items() if st.enabled and not n.startswith("0_"))
-        assert resolve_init(cfg, first) == ("0_vision" if profile == "small" else None)   # passed through the skipped
+        assert cfg.starts_from(cfg.stage(first)) == ("0_vision" if profile == "small" else None)   # passed through the skipped
     if profile == "full":                                  # the paper's learning rates
         assert cfg.stage("1a_image_caption").lr["vision_projector"] == pytest.approx(1e-3)
         # stage 1d in two steps: the video projector alone at 4e-6, on images as one-frame videos, then mixed

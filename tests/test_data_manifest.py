@@ -11,7 +11,13 @@ import torch
 from omni_core.config import load_config
 from omni_core.data.__main__ import main as cli
 from omni_core.data.collate import pad_collate
-from omni_core.data.dataset import BadSampleError, LengthGroupedSampler, MixtureSampler, OmniDataset
+from omni_core.data.dataset import (
+    BadSampleError,
+    LengthGroupedSampler,
+    MixtureSampler,
+    OmniDataset,
+    estimate_media_tokens,
+)
 from omni_core.data.llava import LlavaImportError, convert_record, export_record, import_llava
 from omni_core.data.manifest import (
     ManifestError,
@@ -190,6 +196,37 @@ def test_mixture_sampler_is_deterministic_resumable_and_weighted():
     assert all(sorted(a_draws[k:k + 10]) == list(range(10)) for k in range(0, 100, 10))   # epochs without repeats
     with pytest.raises(ValueError, match="no samples: d"):
         MixtureSampler(tasks, {"d": 1.0}, seed=0)
+
+
+def test_media_token_estimate_is_the_processors_count(tmp_path, processor):
+    """Length grouping's estimate of a media part (file headers + token_counts, nothing decoded) equals the
+    tokens the processor gives it: images of several shapes, also as one-frame videos, WAV audio, videos at
+    several frame rates and lengths (below and above video_max_frames), and a video's sound track."""
+    from omni_core.model.configuration import MEDIA, SPECIAL_TOKENS
+    from omni_core.processing import OmniProcessor
+
+    rng = np.random.default_rng(0)
+    parts = []
+    for name, (h, w) in {"square": (32, 32), "wide": (40, 130), "tall": (150, 45), "huge": (300, 500)}.items():
+        write_png(tmp_path / f"{name}.png", rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        parts.append(media("image", f"{name}.png"))
+    for seconds in (0.4, 2.3, 3.0):
+        write_wav(tmp_path / f"{seconds}.wav", (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32), 16000)
+        parts.append(media("audio", f"{seconds}.wav"))
+    for frames, fps, sound in ((3, 1.0, False), (7, 2.0, True), (35, 10.0, False), (12, 1.0, True)):
+        clip = rng.integers(0, 255, (frames, 32, 48, 3), dtype=np.uint8)
+        audio = (0.1 * rng.standard_normal(int(16000 * frames / fps))).astype(np.float32) if sound else None
+        write_mp4(tmp_path / f"{frames}_{fps}.mp4", clip, fps, audio)
+        parts.append(media("video", f"{frames}_{fps}.mp4", audio=sound))
+    media_ids = {processor.tokenizer.convert_tokens_to_ids(t) for m in MEDIA for t in SPECIAL_TOKENS[m].values()}
+    as_video = OmniProcessor(processor.tokenizer, processor.model_cfg, images_as_video=True)
+    cases = [(proc, part) for part in parts for proc in ([processor, as_video] if part["type"] == "image" else [processor])]
+    for proc, part in cases:
+        messages = [{"role": "user", "content": [part, text("Describe it.")]}, {"role": "assistant", "content": [text("red")]}]
+        ids = proc(messages, base_dir=tmp_path)["input_ids"].tolist()
+        real = sum(i in media_ids for i in ids)
+        assert estimate_media_tokens(part, tmp_path, proc) == real, (part, proc.images_as_video)
+    assert estimate_media_tokens(parts[0], tmp_path) == 32         # no processor, no model config: a flat guess
 
 
 def test_length_grouped_sampler_sorts_within_chunks():

@@ -149,13 +149,13 @@ def test_video_narration_chance_is_the_most_common_digit_word():
 
 
 def test_reported_numbers_stay_apart_from_measured():
-    from omni_core.eval import reported, tables
+    from omni_core.eval import paper_results, tables
 
-    d = reported.as_dict()
+    d = paper_results.as_dict()
     assert d["label"] == "reported (paper)" and set(d["tables"]) == set(M.TABLES)
-    mmlu = next(r for r in reported.reported("text") if r.benchmark == "MMLU")
+    mmlu = next(r for r in paper_results.reported("text") if r.benchmark == "MMLU")
     assert (mmlu.value, mmlu.paper_table) == (65.3, 1)
-    assert {r.paper_table for rows in reported.REPORTED.values() for r in rows} <= {0, 1, 2, 3, 4, 5, 6, 7}
+    assert {r.paper_table for rows in paper_results.REPORTED.values() for r in rows} <= {0, 1, 2, 3, 4, 5, 6, 7}
     measured = {"settings": {"batch_size": 8}, "tables": {"image": {"tasks": {
         "image_vqa": {"accuracy": 41.0, "chance": {"accuracy": 24.0}, "margin_ci95": {"accuracy": [5.0, 29.0]},
                       "n": 50, "distinct_answers": 12},

@@ -12,7 +12,7 @@ from PIL import Image
 from omni_core.config import load_config
 from omni_core.eval import metrics as M
 from omni_core.eval import tables
-from omni_core.eval.reported import LABEL
+from omni_core.eval.paper_results import LABEL
 from omni_core.eval.runner import evaluate, left_pad_batch, read_manifest
 
 TINY = {
@@ -183,7 +183,7 @@ def test_cli_writes_tables(setup, capsys):
 
 def test_lmms_core_matches_runner(setup):
     """The lmms-eval adapter, fed in-memory media the way lmms-eval passes them, answers like the runner."""
-    from omni_core.eval.lmms import OmniLMMsCore
+    from omni_core.eval.lmms_eval_adapter import OmniLMMsCore
 
     cfg, model, processor, root = setup
     core = OmniLMMsCore(model=model, processor=processor, cfg=cfg, batch_size=2)
@@ -210,7 +210,7 @@ def test_lmms_core_matches_runner(setup):
 
 
 def test_lmms_adapter_with_fake_task(setup):
-    from omni_core.eval.lmms import INSTALL_HINT, lmms_available, lmms_class
+    from omni_core.eval.lmms_eval_adapter import INSTALL_HINT, lmms_available, lmms_class
 
     if not lmms_available():
         pytest.skip(f"lmms-eval adapter not exercised: {INSTALL_HINT}")
@@ -236,27 +236,27 @@ def test_ablation_helpers(setup, tmp_path):
     from omni_core.eval import ablation
 
     cfg, model, processor, root = setup
-    # downsample arm: every weight but the Conv-GMLP carries over to a model of another rate
-    arm_cfg = load_config(overrides={**TINY, "model": {**TINY["model"],
-                                                       "audio": {**TINY["model"]["audio"], "downsample": 2}}})
-    fresh = ablation.transplant(root / "ckpt/0_text/model", arm_cfg, tmp_path / "n2")
+    # downsample variant: every weight but the Conv-GMLP carries over to a model of another rate
+    variant_cfg = load_config(overrides={**TINY, "model": {**TINY["model"],
+                                                           "audio": {**TINY["model"]["audio"], "downsample": 2}}})
+    fresh = ablation.transplant(root / "ckpt/0_text/model", variant_cfg, tmp_path / "n2")
     assert fresh and all(k.startswith("audio_projector.") for k in fresh)
     from omni_core.eval.runner import load_checkpoint
 
-    moved, proc = load_checkpoint(arm_cfg, tmp_path / "n2")
+    moved, proc = load_checkpoint(variant_cfg, tmp_path / "n2")
     assert moved.config.audio_downsample == 2 and proc.model_cfg.audio.downsample == 2
     theirs = model.state_dict()
     assert all(torch.equal(v, theirs[k]) for k, v in moved.state_dict().items() if k not in fresh)
-    # the fresh weights come from the seed: the arm is the same every time it is rebuilt
+    # the fresh weights come from the seed: the variant is the same every time it is rebuilt
     torch.manual_seed(1234)
-    ablation.transplant(root / "ckpt/0_text/model", arm_cfg, tmp_path / "n2_again")
-    again = load_checkpoint(arm_cfg, tmp_path / "n2_again")[0].state_dict()
+    ablation.transplant(root / "ckpt/0_text/model", variant_cfg, tmp_path / "n2_again")
+    again = load_checkpoint(variant_cfg, tmp_path / "n2_again")[0].state_dict()
     assert all(torch.equal(moved.state_dict()[k], again[k]) for k in fresh)
-    # staging arm: after the shared stand-ins (0_*), the joint stage spends the recipe's tokens on the union
+    # staging variant: after the shared stand-ins (0_*), the joint stage spends the recipe's tokens on the union
     # of its mixtures
     tiny = load_config()
     joint = ablation.joint_stage(tiny)
-    assert ablation.stand_in_stages(tiny) == ["0_text", "0_vision", "0_audio"] and joint["init_from"] == "0_audio"
+    assert ablation.pretraining_stages(tiny) == ["0_text", "0_vision", "0_audio"] and joint["init_from"] == "0_audio"
     stages = [tiny.stages[s] for s in ablation.recipe_stages(tiny)[3:]]
     total = sum(s.steps * s.batch_size * s.grad_accum * s.seq_len for s in stages)
     per_step = joint["batch_size"] * joint["grad_accum"] * joint["seq_len"]
@@ -270,19 +270,31 @@ def test_ablation_helpers(setup, tmp_path):
     assert load_config(overrides={"stages": {"joint": joint}}).stage("joint").steps == joint["steps"]
 
 
-def test_seed_arms_are_collected_and_summarised(tmp_path):
-    """The seeds ablation: arms found by seed, each task's spread over the seeds and how often it beats chance."""
+def test_ablation_cli_names_the_staging_variant(monkeypatch):
+    """``--variant`` picks the staging variant, and the command refuses to guess one."""
     from omni_core.eval import ablation
 
-    assert ablation.arm_name("staged") == "staged" and ablation.arm_name("staged", 2) == "staged-seed2"
+    calls = []
+    monkeypatch.setattr(ablation, "staging_variant", lambda cfg, variant, *args: calls.append(variant) or {})
+    ablation.main(["staging", "--variant", "joint"])
+    assert calls == ["joint"]
+    with pytest.raises(SystemExit, match="--variant staged"):
+        ablation.main(["staging"])
+
+
+def test_seed_variants_are_collected_and_summarised(tmp_path):
+    """The seeds ablation: variants found by seed, each task's spread over the seeds and how often it beats chance."""
+    from omni_core.eval import ablation
+
+    assert ablation.variant_name("staged") == "staged" and ablation.variant_name("staged", 2) == "staged-seed2"
     with pytest.raises(ValueError, match="give one of them"):
-        ablation.staging_arm(load_config(), "staged", tmp_path, reuse_checkpoint="x", seed=1)
+        ablation.staging_variant(load_config(), "staged", tmp_path, reuse_checkpoint="x", seed=1)
     chance = {"image_vqa": 30.0, "asr": 90.0, "text_lm": 300.0}
-    arms = {"staging/staged": (0, {"image_vqa": 35.0, "asr": 60.0, "text_lm": 30.0}),
-            "staging/joint": (0, {"image_vqa": 99.0, "asr": 99.0, "text_lm": 999.0}),     # another arm: ignored
+    variants = {"staging/staged": (0, {"image_vqa": 35.0, "asr": 60.0, "text_lm": 30.0}),
+            "staging/joint": (0, {"image_vqa": 99.0, "asr": 99.0, "text_lm": 999.0}),     # another variant: ignored
             "seeds/staged-seed1": (1, {"image_vqa": 30.0, "asr": 62.0, "text_lm": 33.0}),
             "seeds/staged-seed2": (2, {"image_vqa": 28.0, "asr": 91.0, "text_lm": 31.0})}
-    for rel, (seed, measured) in arms.items():
+    for rel, (seed, measured) in variants.items():
         (tmp_path / rel).mkdir(parents=True)
         # the margin's interval: asr clearly ahead in seed 0 only; seed 2 (recorded before intervals) has none
         ci = {"asr": [12.0, 45.0] if seed == 0 else [-3.0, 50.0]} if seed != 2 else None

@@ -13,7 +13,7 @@ from omni_core.train import loss_filter
 from omni_core.train.batches import StageBatches
 from omni_core.train.loop import train_stage
 from omni_core.train.loss_filter import band_filter, filter_stage_data, score_losses
-from omni_core.train.stages import init_model
+from omni_core.train.model_init import init_model
 
 STAGE = "2_sft"
 MIXTURE = {"image_caption": 1.0, "asr": 1.0, "text_instruct": 1.0, "text_lm": 0.5}
@@ -57,8 +57,8 @@ def _cfg(tmp_path, data, **stage):
 def test_scores_are_each_samples_own_mean_token_loss(tmp_path, data):
     cfg = _cfg(tmp_path, data)
     torch.manual_seed(0)
-    model, processor = init_model(cfg, STAGE, dtype=torch.float32)
-    ds = StageBatches(cfg, STAGE, processor, 0, 1, 4).train_set
+    model, processor = init_model(cfg, cfg.stage(STAGE), dtype=torch.float32)
+    ds = StageBatches(cfg, cfg.stage(STAGE), processor, 0, 1, 4).train_set
     idx = [0, 7, 13, 20, 23]                      # media and text samples, batched together and padded
     scores = score_losses(model, ds, idx, batch_size=3, device=torch.device("cpu"), progress=False)
     model.eval()
@@ -95,8 +95,8 @@ def test_stage_trains_on_the_kept_samples_and_resumes_with_them(tmp_path, data, 
     assert resumed["train_loss"] == pytest.approx(full["train_loss"], abs=1e-6)
 
     # the sample stream draws from the kept samples only
-    batches = StageBatches(cfg, STAGE, init_model(cfg, STAGE)[1], 0, 1, 4)
-    filter_stage_data(cfg, STAGE, batches, torch.nn.Identity(), torch.device("cpu"), resumed=True)
+    batches = StageBatches(cfg, cfg.stage(STAGE), init_model(cfg, cfg.stage(STAGE))[1], 0, 1, 4)
+    filter_stage_data(cfg, cfg.stage(STAGE), batches, torch.nn.Identity(), torch.device("cpu"), resumed=True)
     ids = {batches.train_set.records[i]["id"] for s in range(20) for i in batches.global_batch(s)}
     assert ids <= set(kept["kept"]) and len(ids) > len(MIXTURE)
 
@@ -104,6 +104,6 @@ def test_stage_trains_on_the_kept_samples_and_resumes_with_them(tmp_path, data, 
 def test_a_k_that_empties_a_task_is_refused(tmp_path, data, monkeypatch):
     cfg = _cfg(tmp_path, data, loss_filter_k=0.01)
     monkeypatch.setattr(loss_filter, "score_losses", lambda model, ds, order, **kw: [float(j % 2) for j in range(len(order))])
-    batches = StageBatches(cfg, STAGE, init_model(cfg, STAGE)[1], 0, 1, 4)
+    batches = StageBatches(cfg, cfg.stage(STAGE), init_model(cfg, cfg.stage(STAGE))[1], 0, 1, 4)
     with pytest.raises(ConfigError, match=r"stages\.2_sft\.loss_filter_k = 0.01 removes every sample of"):
-        filter_stage_data(cfg, STAGE, batches, torch.nn.Identity(), torch.device("cpu"), resumed=False)
+        filter_stage_data(cfg, cfg.stage(STAGE), batches, torch.nn.Identity(), torch.device("cpu"), resumed=False)

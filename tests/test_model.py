@@ -1,4 +1,5 @@
 """The tiny omni model: splicing, gradients per modality, packing, loss masking, save/load, generation."""
+import json
 import subprocess
 import sys
 
@@ -10,6 +11,9 @@ from transformers import AutoModel, AutoModelForCausalLM, DynamicCache
 from omni_core.config import MODULES, load_config
 from omni_core.model import OmniForConditionalGeneration, build_model, train_tokenizer
 from omni_core.model.audio import ConvGMLP
+from omni_core.model.configuration import PROJECT_KEYS, OmniConfig, omni_config_fields, project_config_values
+from omni_core.model.labels import IGNORE_INDEX
+from omni_core.model.omni import omni_config
 from omni_core.model.token_counts import num_patches, tokens_per_tile
 from omni_core.processing import OmniProcessor
 
@@ -84,7 +88,7 @@ def _pack(samples, labels=False):
 def _batch(processor, samples):
     """Right-padded batch; media keys concatenated in sample order (the collator's contract)."""
     longest = max(len(s["input_ids"]) for s in samples)
-    pad = {"input_ids": processor.tokenizer.pad_token_id, "attention_mask": 0, "labels": -100}
+    pad = {"input_ids": processor.tokenizer.pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX}
     out = {k: torch.stack([torch.nn.functional.pad(s[k], (0, longest - len(s[k])), value=pad[k]) for s in samples])
            for k in TOKEN_KEYS}
     for k in MEDIA_CAT:
@@ -111,6 +115,23 @@ def test_building_the_model_does_not_import_scikit_learn():
             "print('sklearn' in sys.modules, import_utils.is_sklearn_available())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True"]
+
+
+def test_project_keys_round_trip_through_a_saved_omni_config(processor, tmp_path):
+    """Each OmniConfig field a run's config sets comes from its project key (model.vision.pool -> vision_pool, ...)
+    and reads back to the same key and value from the checkpoint's config.json."""
+    over = {"model": {"vision": {"pool": 3, "video_pool": 4, "pool_type": "bilinear", "max_tiles": 6, "video_max_tiles": 3},
+                      "audio": {"downsample": 8}, "trust_remote_code": True}}
+    cfg = load_config(overrides=over)
+    fields = omni_config_fields(cfg.model)
+    assert set(fields) == set(PROJECT_KEYS)
+    default = OmniConfig()
+    assert all(getattr(default, f) != v for f, v in fields.items())    # every value differs from the default
+    omni_config(cfg.model, processor.tokenizer).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert {f: saved[f] for f in PROJECT_KEYS} == fields
+    back = project_config_values(OmniConfig.from_pretrained(tmp_path))
+    assert back == over and load_config(overrides=back).model == cfg.model
 
 
 def test_module_groups_are_the_config_names(model):
@@ -158,7 +179,7 @@ def test_mixed_batch_of_all_modalities(model, processor):
     batch = _batch(processor, samples)
     assert batch["audio_token_counts"].tolist() == [s["audio_token_counts"].item() for s in samples if "audio_features" in s]
     out = model(**batch)
-    n_supervised = int((batch["labels"][:, 1:] != -100).sum())
+    n_supervised = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
     assert out.logits.shape == (n_supervised, model.config.text_config.vocab_size)   # logits only where labels are
     out.loss.backward()
     assert all(total and total > 0 for total in _grad_sums(model).values())
@@ -174,7 +195,7 @@ def test_mixed_batch_loss_equals_per_sample_losses(model, processor):
         losses, counts = [], []
         for s in samples:
             losses.append(model(**_batch(processor, [s])).loss)
-            counts.append(int((s["labels"][1:] != -100).sum()))
+            counts.append(int((s["labels"][1:] != IGNORE_INDEX).sum()))
     expected = sum(loss * c for loss, c in zip(losses, counts)) / sum(counts)
     torch.testing.assert_close(batch_loss, expected, atol=1e-5, rtol=1e-5)
 
@@ -191,7 +212,7 @@ def test_loss_weighting_balances_short_and_long_answers_in_padded_and_packed_bat
         means, counts = [], []
         for s in samples:
             means.append(model(**_batch(processor, [s])).loss)
-            counts.append(int((s["labels"][1:] != -100).sum()))
+            counts.append(int((s["labels"][1:] != IGNORE_INDEX).sum()))
         padded = model(**_batch(processor, samples), loss_weighting=weighting).loss
         in_one_row = model(**packed, loss_weighting=weighting).loss
     w = [1.0 if weighting == "sample" else c ** 0.5 for c in counts]     # sum of a sample's weights
@@ -254,7 +275,7 @@ def test_pad_count_mismatch_and_missing_media_are_clear_errors(model, processor)
 def test_all_labels_masked_is_an_error(model, processor):
     s = _sample(processor, "text")
     with pytest.raises(ValueError, match="no supervised token"):
-        model(input_ids=s["input_ids"][None], labels=torch.full_like(s["input_ids"], -100)[None])
+        model(input_ids=s["input_ids"][None], labels=torch.full_like(s["input_ids"], IGNORE_INDEX)[None])
 
 
 def test_loss_only_counts_supervised_positions(model, processor):
@@ -266,7 +287,7 @@ def test_loss_only_counts_supervised_positions(model, processor):
         out = model(input_ids=ids, labels=labels)
         logits = model(input_ids=ids).logits[0, :-1]
     targets = labels[0, 1:]
-    keep = targets != -100
+    keep = targets != IGNORE_INDEX
     manual = torch.nn.functional.cross_entropy(logits[keep], targets[keep])
     torch.testing.assert_close(out.loss, manual, atol=1e-5, rtol=1e-5)
 

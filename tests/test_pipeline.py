@@ -61,21 +61,11 @@ def smoke_repo(tmp_path_factory) -> Path:
 
 
 def test_every_out_metric_and_report_exists(smoke_repo):
-    missing = []
-    for dvcfile in ("dvc.yaml", "ablations/dvc.yaml"):
-        for name, st in yaml.safe_load((smoke_repo / dvcfile).read_text())["stages"].items():
-            items = st["foreach"] if "foreach" in st else [None]
-            if isinstance(items, str):              # foreach: ${var}, from the file's vars
-                name_of = items.strip("${}")
-                items = next(v[name_of] for v in yaml.safe_load((smoke_repo / dvcfile).read_text())["vars"]
-                             if isinstance(v, dict) and name_of in v)
-            body = st.get("do", st)
-            for item in items:
-                for out in body.get("outs", []) + body.get("metrics", []) + body.get("plots", []):
-                    path = next(iter(out)) if isinstance(out, dict) else out
-                    path = path.replace("${item}", str(item))
-                    if not (smoke_repo / path).exists():
-                        missing.append(f"{dvcfile}:{name}: {path}")
+    from dvc.repo import Repo
+
+    with Repo(str(smoke_repo)) as repo:     # both dvc.yaml files, foreach, vars and wdir resolved as dvc repro does
+        missing = [f"{stage.addressing}: {out.def_path}" for stage in repo.index.stages for out in stage.outs
+                   if not Path(out.fs_path).exists()]
     assert not missing, missing
     assert (smoke_repo / "figures/ablation_staging.png").exists()
     # every ablation arm wrote its result where the figures look for it
@@ -93,7 +83,7 @@ def test_second_repro_is_a_no_op_and_eval_params_rerun_only_eval(smoke_repo):
     (smoke_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = _sh("dvc status", smoke_repo)
     changed = {line.strip().rstrip(":") for line in status.splitlines() if line and not line.startswith(("\t", " "))}
-    assert "evaluate" in changed and not any(s.startswith(("train_", "prepare")) for s in changed), status
+    assert "evaluate" in changed and not any(s.startswith(("train@", "prepare")) for s in changed), status
 
 
 def test_local_remote_push_and_pull_restore_outputs(smoke_repo, tmp_path):
@@ -108,7 +98,7 @@ def test_local_remote_push_and_pull_restore_outputs(smoke_repo, tmp_path):
     _sh("dvc pull -q", smoke_repo)
     assert ckpt.read_bytes() == before
     assert (smoke_repo / "data/prepared/train.jsonl").stat().st_size > 0
-    assert "up to date" in _sh("dvc status train_2_sft", smoke_repo)   # eval params were changed above
+    assert "up to date" in _sh("dvc status train@2_sft", smoke_repo)   # eval params were changed above
 
 
 def _saved_steps(state: Path) -> list[int]:
@@ -127,7 +117,7 @@ def test_killed_repro_resumes_the_training_stage(smoke_repo):
     try:
         # dvc itself is the child (no shell), so wait() reaps it: DVC's lock file names its PID, and a zombie
         # left to an init that never reaps would still count as alive and block the rerun
-        proc = subprocess.Popen(["dvc", "repro", "-s", "train_2_sft"], cwd=smoke_repo, env=_env(),
+        proc = subprocess.Popen(["dvc", "repro", "-s", "train@2_sft"], cwd=smoke_repo, env=_env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 300
         while not [s for s in _saved_steps(state) if 20 <= s < steps] and time.monotonic() < deadline:
@@ -145,10 +135,10 @@ def test_killed_repro_resumes_the_training_stage(smoke_repo):
         killed_at = max(s for s in _saved_steps(state) if s < steps)
         assert killed_at >= 20 and steps not in _saved_steps(state)
 
-        _sh("dvc repro -s train_2_sft", smoke_repo)
+        _sh("dvc repro -s train@2_sft", smoke_repo)
         resumed = re.findall(r"resuming 2_sft from \S+ \(step (\d+)\)", log.read_text())
         assert resumed and int(resumed[-1]) >= killed_at, log.read_text()[-3000:]
         assert _saved_steps(state)[-1] == steps
     finally:
         overlay.write_text(original)
-        _sh("dvc repro -s train_2_sft", smoke_repo)     # back to the 2-step smoke stage (same weights as before)
+        _sh("dvc repro -s train@2_sft", smoke_repo)     # back to the 2-step smoke stage (same weights as before)

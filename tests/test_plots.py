@@ -7,6 +7,7 @@ import pytest
 from omni_core import plots
 from omni_core.config import load_config
 from omni_core.eval.ablation import token_budget
+from omni_core.model.token_counts import audio_tokens_per_second
 
 
 def _live_log(root, stage, losses):
@@ -63,8 +64,8 @@ def test_metric_vs_chance(tmp_path):
 
 
 def test_ablation_plots(tmp_path):
-    arms = {n: {"wer": w, "tokens_per_second": 50 / n, "chance_wer": 90.0} for n, w in ((2, 30.0), (4, 35.0), (8, 50.0))}
-    _check(plots.plot_downsample_ablation(arms, tmp_path / "ds", reported={2: 7.7, 4: 8.3, 8: 8.0}))
+    variants = {n: {"wer": w, "tokens_per_second": audio_tokens_per_second(n), "chance_wer": 90.0} for n, w in ((2, 30.0), (4, 35.0), (8, 50.0))}
+    _check(plots.plot_downsample_ablation(variants, tmp_path / "ds", reported={2: 7.7, 4: 8.3, 8: 8.0}))
     per_task = {"staged": {"image_vqa": 60.0, "asr": 40.0}, "joint": {"image_vqa": 25.0, "asr": 45.0},
                 "chance": {"image_vqa": 25.0, "asr": 80.0}}
     _check(plots.plot_staging_ablation(per_task, tmp_path / "staging"))

@@ -26,13 +26,14 @@ from transformers import (
 from omni_core.config import REPO_ROOT, load_config
 from omni_core.model import build_model, load_tokenizer, train_tokenizer
 from omni_core.model.audio import audio_to_features, feature_extractor
+from omni_core.model.full_scale import full_scale_model_on_meta
+from omni_core.model.labels import IGNORE_INDEX
 from omni_core.model.pretrained import (
     SMOLLM2_DIR,
     WHISPER_DIR,
     MissingWeightsError,
     RemoteCodeError,
     convert_small_profile,
-    full_scale_model_on_meta,
 )
 from omni_core.processing import OmniProcessor, load_audio
 
@@ -337,7 +338,7 @@ def test_remote_code_llm_and_slow_tokenizer_load_with_the_opt_in(baichuan):
     assert torch.equal(model.llm.model.layers[0].mlp.up_proj.weight, saved.model.layers[0].mlp.up_proj.weight)
     sample = OmniProcessor(tok, cfg.model)([{"role": "user", "content": "你好，世界。"},
                                             {"role": "assistant", "content": "The answer is 42."}])
-    assert (sample["labels"] != -100).any()
+    assert (sample["labels"] != IGNORE_INDEX).any()
     loss = model(input_ids=sample["input_ids"][None], attention_mask=sample["attention_mask"][None],
                  labels=sample["labels"][None]).loss
     assert torch.isfinite(loss)

@@ -10,6 +10,7 @@ from PIL import Image
 
 from omni_core.config import load_config
 from omni_core.model import prepare_tokenizer, train_tokenizer
+from omni_core.model.labels import IGNORE_INDEX
 from omni_core.model.token_counts import audio_num_tokens, tile_grid
 from omni_core.processing import MediaError, OmniProcessor
 
@@ -58,7 +59,7 @@ def _supervised_spans(ids, labels):
     """Contiguous runs of supervised tokens, as token lists."""
     spans, current = [], []
     for i, lab in zip(ids.tolist(), labels.tolist()):
-        if lab != -100:
+        if lab != IGNORE_INDEX:
             assert lab == i
             current.append(i)
         elif current:
@@ -95,7 +96,7 @@ def test_conversation_without_assistant_tokens_is_an_error(processor):
     with pytest.raises(ValueError, match="no assistant tokens"):
         processor([{"role": "user", "content": "Describe the image."}])
     prompt = processor([{"role": "user", "content": "Describe the image."}], add_generation_prompt=True)
-    assert (prompt["labels"] == -100).all()
+    assert (prompt["labels"] == IGNORE_INDEX).all()
     assert processor.tokenizer.decode(prompt["input_ids"]).endswith("<|im_start|>assistant\n")
 
 

@@ -1,6 +1,8 @@
-"""Real-time interaction (omni_core.stream, omni_core.vad) on a tiny random model and a freshly trained
-speech boundary head: incremental prefill equals one-shot prefill, turns reuse the cache, the boundary
-head finds utterance starts/ends on held-out voices and sentences, and barge-in stops generation."""
+"""Real-time interaction (omni_core.stream, omni_core.speech_boundary, omni_core.stream_latency) on a tiny
+random model and a freshly trained speech boundary head: incremental prefill equals one-shot prefill, turns
+reuse the cache, the boundary head finds utterance starts/ends on held-out voices and sentences, barge-in
+stops generation, and the latency comparison of streaming and re-encoding measures both alike."""
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -8,17 +10,19 @@ import torch
 from omni_core.config import load_config
 from omni_core.data.sources.speech import flite
 from omni_core.model import build_model, train_tokenizer
+from omni_core.plots import plot_speech_boundaries, plot_turn_latency
 from omni_core.processing import OmniProcessor
-from omni_core.stream import OmniSession
-from omni_core.vad import (
+from omni_core.speech_boundary import (
     SpeechBoundaryHead,
     detect,
     evaluate_boundaries,
-    load_or_train_vad,
+    load_or_train_speech_boundary,
     synth_streams,
-    train_boundary_head,
+    train_speech_boundary_head,
     tts_sentences,
 )
+from omni_core.stream import OmniSession
+from omni_core.stream_latency import ask_turns, compare_prefill, push_stream, summarize
 
 TINY = {"model": {"llm": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 128},
                   "vision": {"image_size": 16, "patch_size": 4, "hidden_size": 32, "num_layers": 1, "num_heads": 2,
@@ -42,9 +46,9 @@ def model_and_processor(cfg):
 
 
 @pytest.fixture(scope="module")
-def vad_head():
+def speech_boundary_head():
     train, _ = tts_sentences()
-    return train_boundary_head(synth_streams(48, ("slt", "kal16", "rms"), seed=0, sentences=train))
+    return train_speech_boundary_head(synth_streams(48, ("slt", "kal16", "rms"), seed=0, sentences=train))
 
 
 def _frames(n, seed=0):
@@ -117,23 +121,26 @@ def test_baseline_without_incremental_prefill_gives_the_same_answers(cfg, model_
     assert answers[False][2] > 2 * answers[True][2]
 
 
-def test_boundary_accuracy_on_held_out_streams(vad_head):
+def test_boundary_accuracy_on_held_out_streams(speech_boundary_head):
     _, held_out = tts_sentences()
     streams = synth_streams(16, ("awb",), seed=1, sentences=held_out)
-    metrics = evaluate_boundaries(vad_head, streams, chunk_seconds=0.2)
+    metrics = evaluate_boundaries(speech_boundary_head, streams, chunk_seconds=0.2)
     assert metrics["frame_accuracy"] >= MIN_FRAME_ACCURACY, metrics
     assert metrics["boundary_f1"] >= MIN_BOUNDARY_F1, metrics
     # a detector fed in odd-sized chunks sees exactly the offline frame probabilities (causal head)
     wave = streams[0].wave
-    offline = torch.sigmoid(vad_head(vad_head.frontend().offline(wave)[None]))[0].detach().numpy()
-    _, streamed = detect(vad_head, wave, chunk_seconds=0.137)
+    offline = torch.sigmoid(speech_boundary_head(speech_boundary_head.frontend().offline(wave)[None]))[0].detach().numpy()
+    events, streamed = detect(speech_boundary_head, wave, chunk_seconds=0.137)
     np.testing.assert_allclose(streamed, offline, atol=1e-5)
+    fig = plot_speech_boundaries(wave, streamed, events, streams[0].labels, speech_boundary_head.hop_seconds)
+    assert len(fig.axes[0].lines) == 2 + 2 * len(events)          # audio, P(speech), where + when per event
+    plt.close(fig)
 
 
-def test_vad_is_saved_next_to_the_checkpoint(tmp_path):
-    head = load_or_train_vad(tmp_path / "vad", n_streams=8, steps=20)
-    assert (tmp_path / "vad" / "config.json").is_file()
-    again = load_or_train_vad(tmp_path / "vad")
+def test_speech_boundary_head_is_saved_next_to_the_checkpoint(tmp_path):
+    head = load_or_train_speech_boundary(tmp_path / "speech_boundary", n_streams=8, steps=20)
+    assert (tmp_path / "speech_boundary" / "config.json").is_file()
+    again = load_or_train_speech_boundary(tmp_path / "speech_boundary")
     x = torch.randn(1, 50, head.n_mels)
     torch.testing.assert_close(again(x), head(x))
     assert isinstance(again, SpeechBoundaryHead)
@@ -143,9 +150,9 @@ def _speech():
     return flite("what is in the video", "awb")
 
 
-def test_push_audio_runs_a_turn_from_speech(cfg, model_and_processor, vad_head):
+def test_push_audio_runs_a_turn_from_speech(cfg, model_and_processor, speech_boundary_head):
     model, processor = model_and_processor
-    s = OmniSession(model, processor, vad_head, cfg.stream, auto_answer=False)
+    s = OmniSession(model, processor, speech_boundary_head, cfg.stream, auto_answer=False)
     audio = np.concatenate([_noise(0.6, level=0.003), _speech(), _noise(1.0, seed=2, level=0.003)])
     frames = _frames(40)
     kinds, step = [], int(0.1 * 16000)                # 100 ms chunks with one camera frame each (10 fps)
@@ -159,9 +166,9 @@ def test_push_audio_runs_a_turn_from_speech(cfg, model_and_processor, vad_head):
     assert isinstance(s.answer(), str) and s.state == "idle"
 
 
-def test_barge_in_stops_generation(cfg, model_and_processor, vad_head):
+def test_barge_in_stops_generation(cfg, model_and_processor, speech_boundary_head):
     model, processor = model_and_processor
-    s = OmniSession(model, processor, vad_head, cfg.stream, auto_answer=False)
+    s = OmniSession(model, processor, speech_boundary_head, cfg.stream, auto_answer=False)
     s.end_turn(text="tell me a long story")
     s.answer_async(max_new_tokens=2000, min_new_tokens=2000)   # would run for seconds without an interrupt
     assert s.state == "answering"
@@ -177,7 +184,7 @@ def test_barge_in_stops_generation(cfg, model_and_processor, vad_head):
     assert s.cache.get_seq_length() == s.n_cached               # the truncated answer stays in the cache
 
 
-def test_demo_replays_a_narrated_clip(tmp_path, cfg, model_and_processor, vad_head):
+def test_demo_replays_a_narrated_clip(tmp_path, cfg, model_and_processor, speech_boundary_head):
     from omni_core.data.sources.media import write_mp4
     from omni_core.data.sources.video import moving_digit
     from omni_core.demo_realtime import decode_clip, replay
@@ -191,8 +198,48 @@ def test_demo_replays_a_narrated_clip(tmp_path, cfg, model_and_processor, vad_he
     clip = decode_clip(tmp_path / "clip.mp4")
     assert len(clip.frames) == len(frames) and abs(len(clip.audio) - len(audio)) < 0.1 * 16000
     pieces = []
-    s = OmniSession(model, processor, vad_head, cfg.stream, on_text=pieces.append)
+    s = OmniSession(model, processor, speech_boundary_head, cfg.stream, on_text=pieces.append)
     replay(s, clip, chunk_seconds=0.2, speed=0)
     assert [e.kind for e in s.events] == ["speech_start", "speech_end", "answer_start", "answer_end"]
     assert s.turns[0].frames >= 1 and s.turns[0].first_token is not None
     assert "".join(pieces) == s.turns[0].answer          # the streamed pieces add up to the answer
+
+
+def test_latency_comparison_of_whole_turns(cfg, model_and_processor):
+    model, processor = model_and_processor
+    conversation = [(_noise(0.7), _frames(2)), (_noise(0.5, seed=1), _frames(2, seed=1))]
+    runs = compare_prefill(model, processor, cfg.stream, lambda s: ask_turns(s, conversation), repeats=2)
+    assert list(runs) == ["streaming", "reencode"] and all(len(r) == 2 for r in runs.values())
+    summary = {name: summarize(timings) for name, timings in runs.items()}
+    for name, result in summary.items():
+        assert len(result["latency_s"]) == 2 and min(result["latency_s"]) > 0, name
+        assert result["frames_per_turn"] == [2, 2] and "rtf" not in result    # no stream clock for whole turns
+        assert 0 < runs[name][0].answer_s < runs[name][0].compute_s
+    # ask_turns drives a session as OmniSession.ask does, turn by turn
+    s = OmniSession(model, processor, cfg=cfg.stream)
+    for audio, frames in conversation:
+        s.ask(audio=audio, frames=frames)
+    streaming = summary["streaming"]
+    assert streaming["tokens_prefilled_after_speech"] == [t.tokens_prefilled_after_speech for t in s.turns]
+    assert streaming["context_tokens"] == summary["reencode"]["context_tokens"] == len(s.ids)
+    # the baseline prefills the turn's frames at the end of speech, and from turn 2 the history too
+    first, second = zip(streaming["tokens_prefilled_after_speech"], summary["reencode"]["tokens_prefilled_after_speech"])
+    assert first[1] > first[0] and second[1] > 2 * second[0]
+    fig = plot_turn_latency({name: result["latency_s"] for name, result in summary.items()})
+    assert [line.get_label() for line in fig.axes[0].lines] == ["streaming", "re-encode"]
+    plt.close(fig)
+
+
+def test_latency_comparison_of_a_pushed_stream(cfg, model_and_processor, speech_boundary_head):
+    model, processor = model_and_processor
+    audio = np.concatenate([_noise(0.6, level=0.003), _speech(), _noise(1.0, seed=2, level=0.003)])
+    frames = _frames(int(len(audio) / 16000 * 10) + 1)
+    runs = compare_prefill(model, processor, cfg.stream, lambda s: push_stream(s, audio, frames, 0.1, 10),
+                           speech_boundary=speech_boundary_head)
+    summary = {name: summarize(timings) for name, timings in runs.items()}
+    for name, result in summary.items():
+        assert len(result["latency_s"]) == 1 and result["latency_s"][0] > 0, name
+        assert 0 < result["rtf_input"] < result["rtf"] and 1 <= result["frames_per_turn"][0] <= 3
+        assert runs[name][0].stream_seconds == len(audio) / 16000
+    assert summary["streaming"]["frames_per_turn"] == summary["reencode"]["frames_per_turn"]   # same decisions
+    assert summary["streaming"]["tokens_prefilled_after_speech"][0] < summary["reencode"]["tokens_prefilled_after_speech"][0]

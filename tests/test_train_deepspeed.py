@@ -14,7 +14,7 @@ from train_fixtures import make_tiny_data, tiny_cfg
 
 from omni_core.config import REPO_ROOT
 from omni_core.train.batches import StageBatches
-from omni_core.train.ds_cpu import free_port
+from omni_core.train.deepspeed_cpu import free_port
 
 pytestmark = pytest.mark.slow       # two processes of torch + deepspeed
 HERE = Path(__file__).resolve().parent
@@ -43,7 +43,7 @@ def test_batches_mix_modalities_across_ranks(ds_run):
     from omni_core.config import load_config
     base = load_config(REPO_ROOT / "params.yaml").stages[STAGE].mixture
     cfg = tiny_cfg(tmp / "check", data, stages=stage_override(base))
-    batches = StageBatches(cfg, STAGE, processor=None, rank=0, world_size=2, micro=1)
+    batches = StageBatches(cfg, cfg.stage(STAGE), processor=None, rank=0, world_size=2, micro=1)
     split = [tuple(batches.task_of(i) for i in batches.global_batch(s)) for s in range(cfg.stage(STAGE).steps)]
     assert {("image_caption", "asr"), ("asr", "image_caption")} & set(split), split
 

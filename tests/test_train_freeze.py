@@ -5,8 +5,9 @@ import torch
 from train_fixtures import make_tiny_data, tiny_cfg
 
 from omni_core.config import REPO_ROOT, load_config
+from omni_core.train.freezing import stage_lrs
 from omni_core.train.loop import train_stage
-from omni_core.train.stages import init_model, stage_lrs
+from omni_core.train.model_init import init_model
 
 STAGES = list(load_config(REPO_ROOT / "params.yaml").stages)
 
@@ -20,7 +21,7 @@ def one_step_each(tmp_path_factory):
     out = {}
     for name in STAGES:
         torch.manual_seed(cfg.train.seed)             # train_stage seeds the same way before building
-        before, _ = init_model(cfg, name, dtype=torch.float32)
+        before, _ = init_model(cfg, cfg.stage(name), dtype=torch.float32)
         snapshot = {n: p.detach().clone() for n, p in before.named_parameters()}
         fixed = {n for n, p in before.named_parameters() if not p.requires_grad}   # e.g. Whisper positions
         result = train_stage(cfg, name, progress=False)

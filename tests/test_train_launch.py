@@ -5,8 +5,7 @@ import sys
 
 import pytest
 
-from omni_core.config import ConfigError
-from omni_core.train.__main__ import parse_sets
+from omni_core.config import ConfigError, parse_overrides
 from omni_core.train.launch import build_command, run, write_hostfile
 
 
@@ -37,11 +36,11 @@ def test_run_streams_and_reports_failures(tmp_path, capsys):
 
 
 def test_set_overrides_parse_yaml_values():
-    assert parse_sets(["stages.2_sft.steps=10", "train.backend=deepspeed", "stages.1a_image_caption.lr.llm=1e-5"]) == {
+    assert parse_overrides(["stages.2_sft.steps=10", "train.backend=deepspeed", "stages.1a_image_caption.lr.llm=1e-5"]) == {
         "stages": {"2_sft": {"steps": 10}, "1a_image_caption": {"lr": {"llm": "1e-5"}}},
         "train": {"backend": "deepspeed"}}
     with pytest.raises(ConfigError, match="key=value"):
-        parse_sets(["stages.2_sft.steps"])
+        parse_overrides(["stages.2_sft.steps"])
 
 
 def test_train_runs_a_one_process_stage_in_this_process(tmp_path, capsys):

@@ -5,14 +5,14 @@ from train_fixtures import make_tiny_data, tiny_cfg
 
 from omni_core.model import OmniForConditionalGeneration
 from omni_core.train.loop import train_stage
-from omni_core.train.stages import init_model
+from omni_core.train.model_init import init_model
 
 
 def test_lora_trains_adapters_and_exports_merged(tmp_path):
     data = make_tiny_data(tmp_path / "data", n_train=4, n_val=2, tasks=("text_lm", "text_instruct"))
     cfg = tiny_cfg(tmp_path, data, steps=2, train={"lora_rank": 4}, stages={"0_text": {"lr": {"llm": 1e-2}}})
     torch.manual_seed(cfg.train.seed)
-    before, processor = init_model(cfg, "0_text", dtype=torch.float32)
+    before, processor = init_model(cfg, cfg.stage("0_text"), dtype=torch.float32)
     base = {n: p.detach().clone() for n, p in before.named_parameters() if "lora_" not in n}
     res = train_stage(cfg, "0_text", progress=False)
     model = res["model"].eval()

@@ -9,8 +9,8 @@ from safetensors.torch import load_file, save_file
 from train_fixtures import make_tiny_data, tiny_cfg
 
 from omni_core.config import REPO_ROOT, load_config
-from omni_core.train.checkpoint import CheckpointMismatchError, atomic_dir, latest_state, read_state
 from omni_core.train.loop import train_stage
+from omni_core.train.run_state import CheckpointMismatchError, atomic_dir, latest_state, read_state
 
 STAGE = "1f_omni_alignment"        # trains every module but the frozen vision tower; here on image + audio + text
 MIXTURE = {**{t: 0.0 for t in load_config(REPO_ROOT / "params.yaml").stages[STAGE].mixture},

@@ -59,11 +59,10 @@ def test_a_disabled_stage_passes_its_start_on(tmp_path):
     stage starts from (with its weights' digest, which DVC hashes), and clears its stale dvclive log."""
     from safetensors.torch import load_file
 
-    from omni_core.train.stages import resolve_init
 
     data = make_tiny_data(tmp_path / "data", n_train=4, n_val=2)
     cfg = tiny_cfg(tmp_path, data, steps=1, stages={"0_audio": {"enabled": False}})
-    assert resolve_init(cfg, "1a_image_caption") == "0_vision"
+    assert cfg.starts_from(cfg.stage("1a_image_caption")) == "0_vision"
     stale = tmp_path / "logs" / "0_audio" / "plots" / "metrics" / "train" / "loss.tsv"
     stale.parent.mkdir(parents=True)
     stale.write_text("step\tloss\n0\t1.0\n")
@@ -87,14 +86,14 @@ def test_stage_1d_first_step_trains_only_the_video_projector_on_images(chain):
     from safetensors.torch import load_file
 
     from omni_core.train.batches import StageBatches
-    from omni_core.train.stages import init_model
+    from omni_core.train.model_init import init_model
 
     cfg, _ = chain
     ckpts = cfg.train.checkpoints_dir
     before, after = (load_file(f"{ckpts}/{s}/model/model.safetensors") for s in ("1c_image_full", "1d_video_images"))
     assert {k.split(".")[0] for k in before if not before[k].equal(after[k])} == {"video_projector"}
-    _, processor = init_model(cfg, "1d_video_images")
-    batches = StageBatches(cfg, "1d_video_images", processor, rank=0, world_size=1, micro=4)
+    _, processor = init_model(cfg, cfg.stage("1d_video_images"))
+    batches = StageBatches(cfg, cfg.stage("1d_video_images"), processor, rank=0, world_size=1, micro=4)
     assert set(batches.mixture) <= {"image_caption", "image_vqa"}
     batch = next(batches.train_batches())
     assert "video_values" in batch and "pixel_values" not in batch

@@ -10,8 +10,9 @@ import math
 
 import torch
 
+from ..model.labels import IGNORE_INDEX
+
 TOKEN_KEYS = ("input_ids", "labels", "attention_mask", "position_ids")
-IGNORE_INDEX = -100
 
 
 def _cat_media(samples: list[dict]) -> dict[str, torch.Tensor]:
@@ -30,7 +31,7 @@ def _check(samples: list[dict]) -> None:
 def pad_collate(samples: list[dict], pad_token_id: int = 0, padding_side: str = "right") -> dict[str, torch.Tensor]:
     """(B, T) ``input_ids, labels, attention_mask, position_ids``, padded to the longest sample.
 
-    Padding has ``attention_mask`` 0 and ``labels`` -100; ``position_ids`` count real tokens from 0.
+    Padding has ``attention_mask`` 0 and ``labels`` ``IGNORE_INDEX``; ``position_ids`` count real tokens from 0.
     ``padding_side="left"`` is for generation, where new tokens are appended on the right."""
     _check(samples)
     t = max(len(s["input_ids"]) for s in samples)

@@ -9,7 +9,6 @@ placeholders, duplicate ids; with ``on_bad_sample="skip"`` also decodes every me
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from ..model.token_counts import SAMPLING_RATE, audio_num_tokens, image_tokens, video_frame_tokens
+from ..model.token_counts import SAMPLING_RATE, audio_num_tokens, image_tokens, video_frame_tokens, video_num_frames
 from .manifest import ALL_TASKS, ManifestError, Sample, iter_manifest, media_parts, sample_text
 from .validate import Problem, sample_problems
 
@@ -117,29 +116,37 @@ class OmniDataset(torch.utils.data.Dataset):
 
 
 def estimate_length(rec: Sample, base_dir: Path, processor=None) -> int:
+    """Text characters / 4, 8 per message (role and separators), plus :func:`estimate_media_tokens` per part."""
     n = len(sample_text(rec)) // 4 + 8 * len(rec.get("messages", []))
-    cfg = getattr(processor, "model_cfg", None)
     for p in media_parts(rec):
-        path = base_dir / p["path"]
-        if cfg is None:
-            n += 32
-        elif p["type"] == "image":
-            with Image.open(path) as im:
-                w, h = im.size
-            as_video = getattr(processor, "images_as_video", False)
-            n += (video_frame_tokens if as_video else image_tokens)(w, h, cfg.vision) + 2
-        elif p["type"] == "audio":
-            secs = sf.info(str(path)).duration if path.suffix.lower() in (".wav", ".flac") else 10.0
-            n += audio_num_tokens(int(secs * SAMPLING_RATE), cfg.audio.downsample) + 2
-        elif p["type"] == "video":
-            with av.open(str(path)) as c:
-                s = c.streams.video[0]
-                secs = float(s.duration * s.time_base) if s.duration else (c.duration or 0) / 1e6
-                w, h = s.codec_context.width, s.codec_context.height
-            frames = min(cfg.vision.video_max_frames, max(1, math.ceil(secs * cfg.vision.video_fps)))
-            n += frames * video_frame_tokens(w, h, cfg.vision) + 2
-            if p.get("audio") is True:            # the clip's own sound track, spliced after the frames
-                n += audio_num_tokens(int(secs * SAMPLING_RATE), cfg.audio.downsample) + 2
+        n += estimate_media_tokens(p, base_dir, processor)
+    return n
+
+
+def estimate_media_tokens(part: dict, base_dir: Path, processor=None) -> int:
+    """Tokens of one media part, start and end tokens included, counted by `omni_core.model.token_counts` from the
+    file's header (size, duration) without decoding it: the processor's count where the header tells the truth
+    (audio other than WAV / FLAC is taken as 10 s). 32 without a processor."""
+    cfg = getattr(processor, "model_cfg", None)
+    if cfg is None:
+        return 32
+    path = base_dir / part["path"]
+    if part["type"] == "image":
+        with Image.open(path) as im:
+            w, h = im.size
+        as_video = getattr(processor, "images_as_video", False)
+        return (video_frame_tokens if as_video else image_tokens)(w, h, cfg.vision) + 2
+    if part["type"] == "audio":
+        secs = sf.info(str(path)).duration if path.suffix.lower() in (".wav", ".flac") else 10.0
+        return audio_num_tokens(int(secs * SAMPLING_RATE), cfg.audio.downsample) + 2
+    with av.open(str(path)) as c:                                   # a video
+        s = c.streams.video[0]
+        secs = float(s.duration * s.time_base) if s.duration else (c.duration or 0) / 1e6
+        w, h = s.codec_context.width, s.codec_context.height
+    frames = video_num_frames(secs, cfg.vision.video_fps, cfg.vision.video_max_frames)
+    n = frames * video_frame_tokens(w, h, cfg.vision) + 2
+    if part.get("audio") is True:            # the clip's own sound track, spliced after the frames
+        n += audio_num_tokens(int(secs * SAMPLING_RATE), cfg.audio.downsample) + 2
     return n
 
 

@@ -250,21 +250,29 @@ def highres_read(ctx: BuildContext, split: str, n: int) -> list[Sample]:
 
 
 # ------------------------------------------------------------------------------------------- video
+def _first_n(ctx: BuildContext, key: tuple, n: int, make: Callable[[int], dict]) -> list[dict]:
+    """The first ``n`` items of the build's cache under ``key``, making item ``i`` with ``make(i)`` where it is
+    missing: the tasks that share clips ask for them in any order and get the same ones."""
+    have = ctx._cache.setdefault(key, [])
+    have += [make(i) for i in range(len(have), n)]
+    return have[:n]
+
+
 def _videos(ctx: BuildContext, split: str, n: int) -> list[dict]:
     """The moving-digit clips of a split (shared by video_caption and video_qa), narrated."""
-    key = ("videos", split)
-    have = ctx._cache.setdefault(key, [])
     x, y = S.mnist()
     pool = _mnist_pool(ctx, split)
-    for i in range(len(have), n):
+
+    def make(i: int) -> dict:
         rng = ctx.rng("video", split, i)
         k = _pick(pool, i, 7)
         direction = list(S.DIRECTIONS)[int(rng.integers(len(S.DIRECTIONS)))]
         caption = f"The digit {S.DIGIT_WORDS[y[k]]} moves {direction}."
         frames = S.moving_digit(x[k], direction, ctx.cfg.video_frames, ctx.cfg.video_size, rng)
         rel = ctx.video(f"media/video/mnist-{split}-{i:05d}.mp4", frames, ctx.speech(_words(caption), rng, variants=2))
-        have.append({"path": rel, "digit": S.DIGIT_WORDS[y[k]], "direction": direction, "caption": caption})
-    return have[:n]
+        return {"path": rel, "digit": S.DIGIT_WORDS[y[k]], "direction": direction, "caption": caption}
+
+    return _first_n(ctx, ("videos", split), n, make)
 
 
 def video_caption(ctx: BuildContext, split: str, n: int) -> list[Sample]:
@@ -410,11 +418,10 @@ def _narrations(split: str, digit: int) -> list[str]:
 
 def _narrated_videos(ctx: BuildContext, split: str, n: int) -> list[dict]:
     """Moving-MNIST clips of ``split`` whose own sound track speaks a digit other than the one shown."""
-    key = ("narrated", split)
-    have = ctx._cache.setdefault(key, [])
     x, y = S.mnist()
     pool = _mnist_pool(ctx, split)
-    for i in range(len(have), n):
+
+    def make(i: int) -> dict:
         rng = ctx.rng("video_narration_qa", split, i)
         k = _pick(pool, i, 14)
         said = (int(y[k]) + 1 + int(rng.integers(9))) % 10      # any digit but the one in the picture
@@ -424,9 +431,10 @@ def _narrated_videos(ctx: BuildContext, split: str, n: int) -> list[dict]:
         frames = S.moving_digit(x[k], direction, ctx.cfg.video_frames, ctx.cfg.video_size, rng)
         speech = ctx.speech(line, rng, variants=3)
         rel = ctx.video(f"media/video/narrated-{split}-{i:05d}.mp4", frames, speech)
-        have.append({"path": rel, "mnist": int(k), "digit": S.DIGIT_WORDS[y[k]], "said": S.DIGIT_WORDS[said],
-                     "narration": line, "speech": speech})
-    return have[:n]
+        return {"path": rel, "mnist": int(k), "digit": S.DIGIT_WORDS[y[k]], "said": S.DIGIT_WORDS[said],
+                "narration": line, "speech": speech}
+
+    return _first_n(ctx, ("narrated", split), n, make)
 
 
 def video_narration_qa(ctx: BuildContext, split: str, n: int) -> list[Sample]:

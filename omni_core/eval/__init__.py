@@ -4,7 +4,7 @@
 table helpers stay importable without torch models being built.
 """
 from .metrics import METRICS, TABLES, TASKS, chance_level, score
-from .reported import LABEL as REPORTED_LABEL
+from .paper_results import LABEL as REPORTED_LABEL
 from .tables import load_results, render_markdown
 
 __all__ = ["METRICS", "TABLES", "TASKS", "chance_level", "score", "REPORTED_LABEL", "load_results",

@@ -9,8 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from omni_core.config import REPO_ROOT, load_config
-from omni_core.train.__main__ import parse_sets
+from omni_core.config import REPO_ROOT, load_config, parse_overrides
 
 from .runner import evaluate
 from .tables import render_markdown
@@ -30,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="config override, e.g. --set eval.max_samples_per_task=10 (values parsed as YAML)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = load_config(args.params, overrides=parse_sets(args.sets) or None, profile=args.profile)
+    cfg = load_config(args.params, overrides=parse_overrides(args.sets) or None, profile=args.profile)
     ckpt = args.checkpoint or str(Path(cfg.train.checkpoints_dir) / cfg.eval.checkpoint / "model")
     results = evaluate(cfg, ckpt, split=args.split, tasks=args.tasks, batch_size=args.batch_size, device=args.device)
     md = render_markdown(results)

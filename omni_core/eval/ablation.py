@@ -1,20 +1,20 @@
-"""The paper's ablations at our scale, one arm at a time (DVC runs each arm as a stage), plus token budgets.
+"""The paper's ablations at our scale, one variant at a time (DVC runs each variant as a stage), plus token budgets.
 
 *Audio downsampling* (paper Figure 6): Conv-GMLP rate n in {2, 4, 8} -> ASR WER against audio tokens
-per second (50 / n). An arm starts from the recipe's checkpoint before the audio stage, swaps in a
+per second (50 / n). A variant starts from the recipe's checkpoint before the audio stage, swaps in a
 fresh Conv-GMLP of rate n (every other weight is kept), trains the audio stage and scores ASR.
 
 *Staging*: the same compute spent on one joint mixture of every task (all modules trainable from the
 start) versus the recipe's stages. Both start from the tiny profile's stand-ins for pretrained weights
-(stages ``0_*``, the main run's checkpoints); the joint arm's steps are chosen so it sees as many tokens
+(stages ``0_*``, the main run's checkpoints); the joint variant's steps are chosen so it sees as many tokens
 (steps x batch x grad_accum x seq_len) as the recipe's stages after them.
 
-*Seeds*: the staged arm again with other values of ``train.seed`` (the same stand-ins; the draw of fresh
+*Seeds*: the staged variant again with other values of ``train.seed`` (the same stand-ins; the draw of fresh
 weights, data order and sampling after them changes). A tiny score moves by several points between draws,
 so "above chance" is only a claim when it holds in every draw, and "clearly" when the margin's interval
 (``margin_ci95``) stays above 0 in every draw.
 
-Each arm writes ``<workdir>/<arm>/result.json``; ``collect_*`` read them back for the plots.
+Each variant writes ``<workdir>/<variant>/result.json``; ``collect_*`` read them back for the plots.
 """
 from __future__ import annotations
 
@@ -26,12 +26,11 @@ from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
-from omni_core.config import MODULES, Config, StageConfig, load_config
+from omni_core.config import MODULES, Config, StageConfig, load_config, merge_overrides
 
 from .metrics import TASKS, higher_is_better, relative_to_chance, task_spec
 
 DOWNSAMPLE_RATES = (2, 4, 8)
-ENCODER_FPS = 50                 # Whisper encoder frames per second: n -> 50 / n audio tokens per second
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -47,16 +46,9 @@ def _dotted(d: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def arm_overrides(workdir: str | Path, arm: str) -> dict:
-    """Redirect an arm's checkpoints, logs and metrics under ``<workdir>/<arm>/``."""
-    root = Path(workdir) / arm
+def variant_overrides(workdir: str | Path, variant: str) -> dict:
+    """Redirect a variant's checkpoints, logs and metrics under ``<workdir>/<variant>/``."""
+    root = Path(workdir) / variant
     return {"train": {"checkpoints_dir": str(root / "checkpoints"), "log_dir": str(root / "logs")},
             "eval": {"metrics_dir": str(root / "metrics")}}
 
@@ -116,30 +108,31 @@ def transplant(src_dir: str | Path, cfg: Config, dst_dir: str | Path) -> list[st
     return sorted(k for k in own if k not in keep)
 
 
-def downsample_arm(cfg: Config, n: int, workdir: str | Path, params: str | Path = "params.yaml",
-                   audio_stage: str = "1e_audio", tasks: Sequence[str] = ("asr", "asr_real"),
-                   profile: str | None = None) -> dict:
+def downsample_variant(cfg: Config, n: int, workdir: str | Path, params: str | Path = "params.yaml",
+                       audio_stage: str = "1e_audio", tasks: Sequence[str] = ("asr", "asr_real"),
+                       profile: str | None = None) -> dict:
     """Train ``audio_stage`` with Conv-GMLP rate ``n`` and score ASR; writes ``<workdir>/n<n>/result.json``.
 
-    The arm starts from ``checkpoints/<init_from of audio_stage>/model`` of the main run (so the LLM and
+    The variant starts from ``checkpoints/<init_from of audio_stage>/model`` of the main run (so the LLM and
     the vision side are the recipe's), with the audio projector rebuilt at rate ``n``.
     """
     from omni_core.eval.runner import evaluate
+    from omni_core.model.token_counts import audio_tokens_per_second
 
-    arm = f"n{n}"
-    over = _merge(arm_overrides(workdir, arm), {"model": {"audio": {"downsample": n}}})
-    arm_cfg = load_config(params, overrides=over, profile=profile)
+    variant = f"n{n}"
+    over = merge_overrides(variant_overrides(workdir, variant), {"model": {"audio": {"downsample": n}}})
+    variant_cfg = load_config(params, overrides=over, profile=profile)
     init_from = cfg.stage(audio_stage).init_from
     if init_from is None:
         raise ValueError(f"stages.{audio_stage}.init_from is null: the downsample ablation needs the checkpoint "
                          "the audio stage starts from")
     src = Path(cfg.train.checkpoints_dir) / init_from / "model"
-    fresh = transplant(src, arm_cfg, Path(arm_cfg.train.checkpoints_dir) / init_from / "model")
-    train_stages([audio_stage], params, over, profile, log_file=Path(workdir) / arm / "train.log")
-    ckpt = Path(arm_cfg.train.checkpoints_dir) / audio_stage / "model"
-    res = evaluate(arm_cfg, ckpt, tasks=[t for t in tasks if t in TASKS])
+    fresh = transplant(src, variant_cfg, Path(variant_cfg.train.checkpoints_dir) / init_from / "model")
+    train_stages([audio_stage], params, over, profile, log_file=Path(workdir) / variant / "train.log")
+    ckpt = Path(variant_cfg.train.checkpoints_dir) / audio_stage / "model"
+    res = evaluate(variant_cfg, ckpt, tasks=[t for t in tasks if t in TASKS])
     audio = res["tables"]["audio"]["tasks"]
-    out: dict[str, Any] = {"n": n, "tokens_per_second": ENCODER_FPS / n, "fresh_weights": fresh,
+    out: dict[str, Any] = {"n": n, "tokens_per_second": audio_tokens_per_second(n), "fresh_weights": fresh,
                            "settings": res["settings"]}
     for task in tasks:
         if task in audio:
@@ -147,11 +140,11 @@ def downsample_arm(cfg: Config, n: int, workdir: str | Path, params: str | Path 
             out[f"wer{sfx}"], out[f"cer{sfx}"] = audio[task]["wer"], audio[task]["cer"]
             if "chance" in audio[task]:
                 out[f"chance_wer{sfx}"] = audio[task]["chance"]["wer"]
-    return _write(Path(workdir) / arm / "result.json", out)
+    return _write(Path(workdir) / variant / "result.json", out)
 
 
 def collect_downsample(workdir: str | Path, rates: Iterable[int] = DOWNSAMPLE_RATES) -> dict[int, dict]:
-    """``{n: result}`` of the arms that have finished (input of ``plots.plot_downsample_ablation``)."""
+    """``{n: result}`` of the variants that have finished (input of ``plots.plot_downsample_ablation``)."""
     out = {}
     for n in rates:
         f = Path(workdir) / f"n{n}" / "result.json"
@@ -166,9 +159,9 @@ def recipe_stages(cfg: Config) -> list[str]:
     return [name for name, st in cfg.stages.items() if st.enabled]
 
 
-def stand_in_stages(cfg: Config) -> list[str]:
+def pretraining_stages(cfg: Config) -> list[str]:
     """The leading enabled stages named ``0_*``: the tiny profile's stand-ins for the pretrained weights the
-    paper starts from (``0_text``: the LLM). Both arms of the staging ablation share them, since the paper's
+    paper starts from (``0_text``: the LLM). Both variants of the staging ablation share them, since the paper's
     question is what comes after them: stages, or one joint mixture."""
     return list(takewhile(lambda name: name.startswith("0_"), recipe_stages(cfg)))
 
@@ -183,7 +176,7 @@ def joint_stage(cfg: Config) -> dict:
     last stage's mixture (every task), each module at the highest lr any of them gives it, the same audio
     projector warm-up, starting from the last stand-in's checkpoint (or fresh, like the recipe's first
     stage, when there is none)."""
-    pre = stand_in_stages(cfg)
+    pre = pretraining_stages(cfg)
     names = recipe_stages(cfg)[len(pre):]
     if not names:
         raise ValueError("no enabled stages after the stand-ins (0_*) in the config; nothing to compare against")
@@ -203,78 +196,83 @@ def joint_stage(cfg: Config) -> dict:
             "packing": last.packing, "audio_projector_ctc_steps": max(s.audio_projector_ctc_steps for s in stages)}
 
 
-def arm_name(arm: str, seed: int | None = None) -> str:
-    """``staged`` / ``joint``, or ``staged-seed1`` for an arm drawn with another ``train.seed``."""
-    return arm if seed is None else f"{arm}-seed{seed}"
+STAGING_VARIANTS = ("staged", "joint")
 
 
-def staging_arm(cfg: Config, arm: str, workdir: str | Path, params: str | Path = "params.yaml",
-                profile: str | None = None, reuse_checkpoint: str | Path | None = None,
-                seed: int | None = None) -> dict:
-    """Run one arm (``staged``: every recipe stage; ``joint``: :func:`joint_stage`) and evaluate it on every
-    task; writes ``<workdir>/<arm_name(arm, seed)>/result.json``. ``reuse_checkpoint`` evaluates an existing
-    model instead of training (the main pipeline's ``checkpoints/2_sft/model`` is the staged arm);
-    ``seed`` overrides ``train.seed`` for the arm's stages."""
+def variant_name(variant: str, seed: int | None = None) -> str:
+    """``staged`` / ``joint``, or ``staged-seed1`` for a variant drawn with another ``train.seed``."""
+    return variant if seed is None else f"{variant}-seed{seed}"
+
+
+def staging_variant(cfg: Config, variant: str, workdir: str | Path, params: str | Path = "params.yaml",
+                    profile: str | None = None, reuse_checkpoint: str | Path | None = None,
+                    seed: int | None = None) -> dict:
+    """Run one variant (``staged``: every recipe stage; ``joint``: :func:`joint_stage`) and evaluate it on every
+    task; writes ``<workdir>/<variant_name(variant, seed)>/result.json``. ``reuse_checkpoint`` evaluates an
+    existing model instead of training (the main pipeline's ``checkpoints/2_sft/model`` is the staged variant);
+    ``seed`` overrides ``train.seed`` for the variant's stages."""
     from omni_core.eval.runner import evaluate
 
-    if arm not in ("staged", "joint"):
-        raise ValueError(f"staging arm {arm!r}: choose 'staged' or 'joint'")
+    if variant not in STAGING_VARIANTS:
+        raise ValueError(f"staging variant {variant!r}: choose 'staged' or 'joint'")
     if seed is not None and reuse_checkpoint is not None:
-        raise ValueError("staging: --seed retrains the arm with that seed, --reuse evaluates a trained one; "
+        raise ValueError("staging: --seed retrains the variant with that seed, --reuse evaluates a trained one; "
                          "give one of them")
-    name = arm_name(arm, seed)
-    over = arm_overrides(workdir, name)
+    name = variant_name(variant, seed)
+    over = variant_overrides(workdir, name)
     if seed is not None:
-        over = _merge(over, {"train": {"seed": seed}})
-    if arm == "joint":
-        over = _merge(over, {"stages": {"joint": joint_stage(cfg)}})
-    arm_cfg = load_config(params, overrides=over, profile=profile)
-    pre = stand_in_stages(arm_cfg)
-    stages = ["joint"] if arm == "joint" else recipe_stages(arm_cfg)[len(pre):]
+        over = merge_overrides(over, {"train": {"seed": seed}})
+    if variant == "joint":
+        over = merge_overrides(over, {"stages": {"joint": joint_stage(cfg)}})
+    variant_cfg = load_config(params, overrides=over, profile=profile)
+    pre = pretraining_stages(variant_cfg)
+    stages = ["joint"] if variant == "joint" else recipe_stages(variant_cfg)[len(pre):]
     if reuse_checkpoint is None:
-        for stand_in in pre:       # the stand-ins are the main run's, copied rather than trained again
-            src = Path(cfg.train.checkpoints_dir) / stand_in / "model"
-            dst = Path(arm_cfg.train.checkpoints_dir) / stand_in / "model"
+        for pre_stage in pre:    # the stand-ins for pretraining are the main run's, copied, not trained again
+            src = Path(cfg.train.checkpoints_dir) / pre_stage / "model"
+            dst = Path(variant_cfg.train.checkpoints_dir) / pre_stage / "model"
             if not (src / "config.json").exists():
                 raise FileNotFoundError(f"{src} holds no model: the staging ablation starts from the main run's "
-                                        f"{stand_in} checkpoint; run `dvc repro train_{stand_in}` first")
+                                        f"{pre_stage} checkpoint; run `dvc repro train@{pre_stage}` first")
             shutil.rmtree(dst, ignore_errors=True)
             shutil.copytree(src, dst)
         train_stages(stages, params, over, profile, log_file=Path(workdir) / name / "train.log")
-        ckpt: str | Path = Path(arm_cfg.train.checkpoints_dir) / stages[-1] / "model"
+        ckpt: str | Path = Path(variant_cfg.train.checkpoints_dir) / stages[-1] / "model"
     else:
         ckpt = reuse_checkpoint
-    res = evaluate(arm_cfg, ckpt)
+    res = evaluate(variant_cfg, ckpt)
     measured, chance, margins = _headlines(res)
+    # "arm": the key of every result.json the ablations have written (collect_seeds reads it)
     return _write(Path(workdir) / name / "result.json",
-                  {"arm": arm, "seed": arm_cfg.train.seed, "stages": stages, "measured": measured, "chance": chance,
-                   "margin_ci95": margins,
-                   "tokens": sum(stage_tokens(arm_cfg.stages[s]) for s in stages),
+                  {"arm": variant, "seed": variant_cfg.train.seed, "stages": stages, "measured": measured,
+                   "chance": chance, "margin_ci95": margins,
+                   "tokens": sum(stage_tokens(variant_cfg.stages[s]) for s in stages),
                    "settings": res["settings"]})
 
 
 def collect_staging(workdir: str | Path) -> dict[str, dict[str, float]]:
     """``{"staged": {task: v}, "joint": {task: v}, "chance": {task: v}}`` (input of ``plot_staging_ablation``)."""
     out: dict[str, dict[str, float]] = {}
-    for arm in ("staged", "joint"):
-        f = Path(workdir) / arm / "result.json"
+    for variant in STAGING_VARIANTS:
+        f = Path(workdir) / variant / "result.json"
         if f.exists():
             r = json.loads(f.read_text())
-            out[arm] = r["measured"]
+            out[variant] = r["measured"]
             out.setdefault("chance", {}).update(r["chance"])
     return out
 
 
-def collect_seeds(workdirs: Iterable[str | Path], arm: str = "staged") -> dict[str, dict]:
+def collect_seeds(workdirs: Iterable[str | Path], variant: str = "staged") -> dict[str, dict]:
     """``{"seeds": {seed: {task: v}}, "chance": {task: v}, "margins": {seed: {task: [low, high]}}}`` from every
-    ``<workdir>/*/result.json`` of ``arm`` (the main run's staged arm is seed 0; ``seeds`` arms add the others)."""
+    ``<workdir>/*/result.json`` of ``variant`` (the main run's staged variant is seed 0; the ``seeds`` stages add
+    the others)."""
     seeds: dict[int, dict[str, float]] = {}
     margins: dict[int, dict[str, list[float]]] = {}
     chance: dict[str, float] = {}
     for workdir in workdirs:
         for f in sorted(Path(workdir).glob("*/result.json")):
             r = json.loads(f.read_text())
-            if r.get("arm") == arm and "seed" in r:
+            if r.get("arm") == variant and "seed" in r:
                 seeds[int(r["seed"])] = r["measured"]
                 margins[int(r["seed"])] = r.get("margin_ci95", {})
                 chance.update(r["chance"])
@@ -339,7 +337,7 @@ def token_budget(cfg: Config, max_seconds: int = 120, rates: Iterable[int] = DOW
 
 # ------------------------------------------------------------------------------------------------ CLI
 def main(argv: list[str] | None = None) -> None:
-    """``python -m omni_core.eval.ablation downsample --n 4`` / ``... staging --arm joint`` (one DVC stage each)."""
+    """``python -m omni_core.eval.ablation downsample --n 4`` / ``... staging --variant joint`` (one DVC stage each)."""
     import argparse
 
     from omni_core.config import REPO_ROOT
@@ -347,9 +345,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m omni_core.eval.ablation", description=__doc__.split("\n")[0])
     ap.add_argument("kind", choices=["downsample", "staging"])
     ap.add_argument("--n", type=int, choices=DOWNSAMPLE_RATES, help="Conv-GMLP rate (downsample)")
-    ap.add_argument("--arm", choices=["staged", "joint"], help="staging arm")
-    ap.add_argument("--reuse", default=None, help="staging: evaluate this checkpoint instead of training the arm")
-    ap.add_argument("--seed", type=int, default=None, help="staging: retrain the arm with this train.seed")
+    ap.add_argument("--variant", dest="variant", choices=STAGING_VARIANTS, help="staging variant")
+    ap.add_argument("--reuse", default=None, help="staging: evaluate this checkpoint instead of training the variant")
+    ap.add_argument("--seed", type=int, default=None, help="staging: retrain the variant with this train.seed")
     ap.add_argument("--workdir", default=None, help="default: ablations/<kind>")
     ap.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
     ap.add_argument("--profile", default=None)
@@ -359,11 +357,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.kind == "downsample":
         if args.n is None:
             raise SystemExit("downsample needs --n (one of 2, 4, 8)")
-        res = downsample_arm(cfg, args.n, workdir, args.params, profile=args.profile)
+        res = downsample_variant(cfg, args.n, workdir, args.params, profile=args.profile)
     else:
-        if args.arm is None:
-            raise SystemExit("staging needs --arm staged|joint")
-        res = staging_arm(cfg, args.arm, workdir, args.params, args.profile, args.reuse, args.seed)
+        if args.variant is None:
+            raise SystemExit("staging needs --variant staged|joint")
+        res = staging_variant(cfg, args.variant, workdir, args.params, args.profile, args.reuse, args.seed)
     print(json.dumps({k: v for k, v in res.items() if k != "settings"}, indent=1))
 
 

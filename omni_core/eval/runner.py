@@ -26,6 +26,7 @@ import torch
 
 from omni_core.config import Config
 from omni_core.data.manifest import iter_manifest
+from omni_core.model.labels import IGNORE_INDEX
 
 from .metrics import (
     TABLES,
@@ -158,7 +159,7 @@ def generate_answers(model, processor, samples: Sequence[Sample], base_dir: str 
 def _label_tokens(feat: dict[str, torch.Tensor]) -> torch.Tensor:
     """Token ids the model is scored on: the supervised (assistant) tokens, shifted like causal LM loss."""
     labels = feat["labels"].reshape(-1)[1:]
-    return labels[labels != -100]
+    return labels[labels != IGNORE_INDEX]
 
 
 @torch.no_grad()
@@ -175,7 +176,7 @@ def text_nll(model, processor, samples: Sequence[Sample], base_dir: str | Path) 
         batch = _to({"input_ids": feat["input_ids"][None], "attention_mask": feat["attention_mask"][None]}, model)
         logits = model(**batch).logits[0, :-1].float()
         target = feat["labels"][1:].to(logits.device)
-        keep = target != -100
+        keep = target != IGNORE_INDEX
         total += float(torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum"))
         count += int(keep.sum())
     return total, count
@@ -190,8 +191,8 @@ def load_checkpoint(cfg: Config, checkpoint_dir: str | Path, device: str | None 
     """(model, processor) from an HF checkpoint directory written by the trainer, in eval mode on ``device``
     (default: the GPU when there is one)."""
     from omni_core.model import OmniForConditionalGeneration
+    from omni_core.model.attention import resolve_attn
     from omni_core.processing import OmniProcessor
-    from omni_core.train.stages import resolve_attn
 
     path = Path(checkpoint_dir)
     if not (path / "config.json").exists():

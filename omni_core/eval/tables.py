@@ -2,7 +2,7 @@
 
 Each section has two tables that are never merged: *measured* (this run, on our held-out test split,
 with the chance level beside every number) and *reported (paper)* (Baichuan-Omni 7B on public
-benchmarks, from :mod:`omni_core.eval.reported`). Input is the dict :func:`omni_core.eval.runner.evaluate`
+benchmarks, from :mod:`omni_core.eval.paper_results`). Input is the dict :func:`omni_core.eval.runner.evaluate`
 returns, or the same data read back from ``metrics/*.json`` by :func:`load_results`.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from .metrics import METRICS, TABLES, higher_is_better, one_answer_for_all, relative_to_chance, task_spec
-from .reported import LABEL, SOURCE, reported
+from .paper_results import LABEL, SOURCE, reported
 
 _TITLES = {"text": "Text", "image": "Image", "video": "Video", "audio": "Audio", "omni": "Omni (image / video + audio)"}
 _UNITS = {**{k: m.label for k, m in METRICS.items()}, "perplexity": "perplexity"}

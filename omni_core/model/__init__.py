@@ -9,25 +9,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from omni_core.import_speedups import hide_sklearn_from_generation
+
 _WHERE = {"OmniConfig": "configuration", "OmniForConditionalGeneration": "omni", "build_model": "omni",
           "load_tokenizer": "tokenizer", "prepare_tokenizer": "tokenizer", "train_tokenizer": "tokenizer"}
 __all__ = ["OmniConfig", "OmniForConditionalGeneration", "build_model", "load_tokenizer", "prepare_tokenizer",
            "train_tokenizer"]
 
 
-def _hide_sklearn_from_generation() -> None:
-    """transformers' generation code imports scikit-learn (0.8 s of every process that builds the model; a
-    `dvc repro` starts 13) only to adapt assisted decoding's confidence threshold, which nothing here uses.
-    The modules transformers imports from now on see it absent; its own import checks still find it."""
-    import sys
-
-    if "transformers.generation.candidate_generator" not in sys.modules:
-        import transformers.utils
-
-        transformers.utils.is_sklearn_available = lambda: False
-
-
-_hide_sklearn_from_generation()
+hide_sklearn_from_generation()   # omni_core/import_speedups.py: 0.8 s of every process that builds the model
 
 if TYPE_CHECKING:
     from omni_core.model.configuration import OmniConfig

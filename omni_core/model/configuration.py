@@ -22,9 +22,28 @@ from omni_core.model.token_counts import POOL_TYPES
 MEDIA = ("image", "video", "audio")
 SPECIAL_TOKENS = {m: {k: f"<|{m}_{k}|>" for k in ("start", "pad", "end")} for m in MEDIA}
 
+# The OmniConfig fields a run's config sets, and the project key (params.yaml, `omni_core.config.ModelConfig`)
+# each comes from. The two sides keep their own names: config.json files hold OmniConfig's, params.yaml the
+# project's, and only `omni_config_fields` / `project_config_values` translate, through this table.
+PROJECT_KEYS = {
+    "vision_pool": "model.vision.pool",
+    "video_pool": "model.vision.video_pool",
+    "vision_pool_type": "model.vision.pool_type",
+    "max_tiles": "model.vision.max_tiles",
+    "video_max_tiles": "model.vision.video_max_tiles",
+    "audio_downsample": "model.audio.downsample",
+    "trust_remote_code": "model.trust_remote_code",
+}
+
 
 class OmniConfig(PreTrainedConfig):
     r"""Configuration of [`OmniForConditionalGeneration`].
+
+    The fields a run's config sets keep their own names here (they are config.json keys); each comes from one
+    project key (`PROJECT_KEYS`, through `omni_config_fields`): ``vision_pool`` <- ``model.vision.pool``,
+    ``video_pool`` <- ``model.vision.video_pool``, ``vision_pool_type`` <- ``model.vision.pool_type``,
+    ``max_tiles`` / ``video_max_tiles`` <- ``model.vision.max_tiles`` / ``model.vision.video_max_tiles``,
+    ``audio_downsample`` <- ``model.audio.downsample``, ``trust_remote_code`` <- ``model.trust_remote_code``.
 
     Args:
         text_config: config of the causal LM (any `AutoModelForCausalLM` architecture).
@@ -162,6 +181,30 @@ class OmniConfig(PreTrainedConfig):
             raise ValueError(f"OmniConfig.{media}_{kind}_token_id is unset: build the model with build_model(cfg, "
                              "tokenizer) so the media special tokens get ids")
         return value
+
+
+def omni_config_fields(model_cfg) -> dict:
+    """``{OmniConfig field: value}`` of a project's ``cfg.model`` (`omni_core.config.ModelConfig`), by `PROJECT_KEYS`."""
+    out = {}
+    for field, key in PROJECT_KEYS.items():
+        value = model_cfg
+        for part in key.split(".")[1:]:          # the keys start at `model`, which model_cfg is
+            value = getattr(value, part)
+        out[field] = value
+    return out
+
+
+def project_config_values(config: OmniConfig) -> dict:
+    """The same values the other way: ``{"model": {...}}`` nested as params.yaml, e.g. for
+    ``load_config(overrides=project_config_values(model.config))`` to describe a saved checkpoint."""
+    out: dict = {}
+    for field, key in PROJECT_KEYS.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = getattr(config, field)
+    return out
 
 
 def _config_file(checkpoint: str | None) -> str:

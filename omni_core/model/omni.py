@@ -24,8 +24,9 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from omni_core.config import MODULES, Config, ModelConfig
 from omni_core.model.audio import ConvGMLP, build_audio_encoder, load_audio_encoder
-from omni_core.model.configuration import MEDIA, SPECIAL_TOKENS, OmniConfig
-from omni_core.model.pretrained import resolve_path
+from omni_core.model.configuration import MEDIA, SPECIAL_TOKENS, OmniConfig, omni_config_fields
+from omni_core.model.labels import IGNORE_INDEX
+from omni_core.model.pretrained import check_remote_code, resolve_path
 from omni_core.model.token_counts import source_positions
 from omni_core.model.tokenizer import prepare_tokenizer
 from omni_core.model.vision import VisionProjector, build_vision_encoder, load_vision_encoder
@@ -273,9 +274,9 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             targets = labels[:, 1:]
-            supervised = targets != -100
+            supervised = targets != IGNORE_INDEX
             if not bool(supervised.any()):
-                raise ValueError("no supervised token in this batch (all labels are -100): every training "
+                raise ValueError(f"no supervised token in this batch (all labels are {IGNORE_INDEX}): every training "
                                  "conversation needs an assistant turn; check the data's messages")
             logits = head(hidden[:, :-1][supervised]).float()
             per_token = F.cross_entropy(logits, targets[supervised], reduction="none")
@@ -353,10 +354,8 @@ def omni_config(m: ModelConfig, tokenizer, text_config: PreTrainedConfig | None 
     ids = {f"{media}_{kind}_token_id": tokenizer.convert_tokens_to_ids(tok)
            for media, kinds in SPECIAL_TOKENS.items() for kind, tok in kinds.items()}
     return OmniConfig(text_config=text_config, vision_config=vision_config, audio_config=audio_config,
-                      vision_pool=m.vision.pool, video_pool=m.vision.video_pool, vision_pool_type=m.vision.pool_type,
-                      audio_downsample=m.audio.downsample,
-                      max_tiles=m.vision.max_tiles, video_max_tiles=m.vision.video_max_tiles, attn_implementation=m.attn_implementation,  # reaches sub-configs
-                      trust_remote_code=m.trust_remote_code, **ids)
+                      **omni_config_fields(m), attn_implementation=m.attn_implementation,  # reaches sub-configs
+                      **ids)
 
 
 def build_model(cfg: Config, tokenizer) -> OmniForConditionalGeneration:
@@ -366,8 +365,6 @@ def build_model(cfg: Config, tokenizer) -> OmniForConditionalGeneration:
     to it, new rows initialised from the distribution of the old ones (HF mean resizing). An LLM that ships
     its own code (Baichuan) loads only with ``model.trust_remote_code``.
     """
-    from omni_core.model.pretrained import check_remote_code
-
     m = cfg.model
     dtype = getattr(torch, m.dtype)
     tokenizer = prepare_tokenizer(tokenizer)

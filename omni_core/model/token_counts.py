@@ -100,6 +100,12 @@ def video_frame_tokens(width: int, height: int, vision) -> int:
                                                                                        v.video_pool, v.pool_type)
 
 
+def video_num_frames(seconds: float, fps: float, max_frames: int) -> int:
+    """Frames the processor samples from a clip of ``seconds``: one at t = 0, then one every 1 / fps, and at
+    most ``max_frames`` (a longer clip is thinned to that many)."""
+    return min(max_frames, max(1, math.ceil(seconds * fps)))
+
+
 # ------------------------------------------------------------------------------------------------- audio
 def source_positions(window_seconds: float) -> int:
     """Encoder frames per window: Whisper's ``max_source_positions`` (1500 for 30 s)."""

@@ -12,26 +12,8 @@ import json
 import logging
 import sys
 
-import yaml
-
-from omni_core.config import REPO_ROOT, ConfigError, load_config
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"   # also the notebooks' (launch.train)
-
-
-def parse_sets(items: list[str]) -> dict:
-    """`a.b.c=value` strings -> nested dict for load_config(overrides=...); values are YAML-parsed."""
-    out: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set stages.2_sft.steps=10")
-        node = out
-        *parents, leaf = key.strip().split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
-    return out
+from omni_core.config import REPO_ROOT, ConfigError, load_config, parse_overrides
+from omni_core.train.launch import LOG_FORMAT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    from omni_core.train.checkpoint import CheckpointMismatchError
+    from omni_core.train.run_state import CheckpointMismatchError
 
     try:
-        cfg = load_config(args.params, overrides=parse_sets(args.sets) or None, profile=args.profile)
+        cfg = load_config(args.params, overrides=parse_overrides(args.sets) or None, profile=args.profile)
         from omni_core.train.loop import train_stage
 
         result = train_stage(cfg, args.stage)

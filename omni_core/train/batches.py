@@ -16,15 +16,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from omni_core.config import Config, ConfigError
-from omni_core.data.collate import PackCollator, pad_collate
+from omni_core.config import Config, ConfigError, StageConfig
+from omni_core.data.collate import TOKEN_KEYS, PackCollator, pad_collate
 from omni_core.data.dataset import MixtureSampler, OmniDataset
-
-_TOKEN_KEYS = ("input_ids", "labels", "attention_mask", "position_ids")
+from omni_core.model.labels import IGNORE_INDEX
 
 
 def truncate(sample: dict[str, torch.Tensor], seq_len: int) -> dict[str, torch.Tensor]:
-    if len(sample["input_ids"]) <= seq_len or any(k not in _TOKEN_KEYS for k in sample):
+    if len(sample["input_ids"]) <= seq_len or any(k not in TOKEN_KEYS for k in sample):
         return sample
     return {k: v[:seq_len] for k, v in sample.items()}
 
@@ -49,16 +48,15 @@ class _StepBatches(Sampler[list[int]]):
 
 
 class StageBatches:
-    """Train and val batches of stage `name` for process `rank` of `world_size`."""
+    """Train and val batches of `stage` for process `rank` of `world_size`."""
 
-    def __init__(self, cfg: Config, name: str, processor, rank: int, world_size: int, micro: int):
-        stage = cfg.stage(name)
-        self.cfg, self.name, self.rank, self.world_size, self.micro = cfg, name, rank, world_size, micro
+    def __init__(self, cfg: Config, stage: StageConfig, processor, rank: int, world_size: int, micro: int):
+        self.cfg, self.name, self.rank, self.world_size, self.micro = cfg, stage.name, rank, world_size, micro
         self.grad_accum, self.samples_per_step = stage.grad_accum, stage.batch_size
         self.root = Path(cfg.data.root)
         self.mixture = {t: w for t, w in stage.mixture.items() if w > 0}
         if not self.mixture:
-            raise ConfigError(f"stages.{name}.mixture has no task with weight > 0; name at least one task")
+            raise ConfigError(f"stages.{stage.name}.mixture has no task with weight > 0; name at least one task")
         pad_id = (processor.tokenizer.pad_token_id or 0) if processor is not None else 0
         self.collator = (PackCollator(stage.seq_len, pad_token_id=pad_id) if stage.packing
                          else functools.partial(pad_collate, pad_token_id=pad_id))
@@ -95,7 +93,7 @@ class StageBatches:
         samples = [truncate(s, self.seq_len) for s in samples]
         batch = dict(self.collator(samples))
         batch["_tokens"] = float(sum(s["input_ids"].numel() for s in samples))
-        batch["_supervised"] = float(sum(int((s["labels"][1:] != -100).sum()) for s in samples))
+        batch["_supervised"] = float(sum(int((s["labels"][1:] != IGNORE_INDEX).sum()) for s in samples))
         return batch
 
     def train_batches(self, start_step: int = 0) -> Iterator[dict[str, Any]]:

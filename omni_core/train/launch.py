@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 Launcher = Literal["auto", "python", "torchrun", "deepspeed"]
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"   # the CLI's log lines, and a notebook's (`train`)
 
 
 def write_hostfile(hosts: dict[str, int], path: str | Path) -> Path:
@@ -121,10 +122,9 @@ def train(stage: str, *, params: str | Path = "params.yaml", profile: str | None
     """Train `stage`: in this process when it takes one (`train.nproc == 1` and no launcher options),
     returning `train_stage`'s summary; else through `build_command(..., **launch)` + `run` (returns None).
     Either way the log lines (not the progress bar) are appended to `log_file`."""
-    from omni_core.config import load_config
-    from omni_core.train.__main__ import LOG_FORMAT, parse_sets
+    from omni_core.config import load_config, parse_overrides
 
-    cfg = load_config(params, overrides=parse_sets(list(sets)) or None, profile=profile)
+    cfg = load_config(params, overrides=parse_overrides(list(sets)) or None, profile=profile)
     if (launch or cfg.train.nproc != 1) and cfg.stage(stage).enabled:   # a disabled stage only writes a record
         # nproc from this config, which holds the `sets` (build_command alone would read params without them)
         run(build_command(stage, params=params, profile=profile, sets=sets, **{"nproc": cfg.train.nproc, **launch}),

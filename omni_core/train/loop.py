@@ -18,75 +18,27 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from omni_core.config import Config, ConfigError, StageConfig
-from omni_core.train import ds_cpu
+from omni_core.train import deepspeed_cpu
 from omni_core.train.batches import StageBatches
-from omni_core.train.stage_run import StageRun, prepare_process, skip_stage
-from omni_core.train.stages import build_scheduler, clip_and_step, count_params, init_model, param_groups
+from omni_core.train.freezing import count_params, param_groups
+from omni_core.train.model_init import init_model
+from omni_core.train.process import Dist, prepare_process, setup_dist
+from omni_core.train.run_state import StageRun, skip_stage
+from omni_core.train.schedule import build_scheduler, clip_and_step
 
 log = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------------ processes
-@dataclass
-class Dist:
-    """Where this process sits: rank, world size, device, and the collectives the loop needs."""
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-    deepspeed: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            torch.distributed.barrier()
-
-    def sum(self, values: list[float]) -> list[float]:
-        """All-reduce (sum) a few scalars across processes."""
-        if self.world_size == 1:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(t)
-        return t.tolist()
-
-
-def setup_dist(cfg: Config) -> Dist:
-    """Start the process group (DeepSpeed back end) or check that the torch back end runs alone."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if cfg.train.backend == "torch":
-        if world > 1:
-            raise ConfigError(f"train.backend = 'torch' runs a single process but WORLD_SIZE={world}; for several "
-                              f"processes set --set train.backend=deepspeed (ZeRO-2/3 in configs/deepspeed/)")
-        dev = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-        return Dist(device=dev)
-    if ds_cpu.on_cpu():
-        ds_cpu.patch_deepspeed_for_cpu()
-    ds_cpu.ensure_dist_env()
-    ds_cpu.init_distributed()
-    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if ds_cpu.on_cpu():
-        dev = torch.device("cpu")
-    else:
-        torch.cuda.set_device(local)
-        dev = torch.device("cuda", local)
-    return Dist(rank, world, local, dev, deepspeed=True)
 
 
 # ---------------------------------------------------------------------------------------- DeepSpeed
 def deepspeed_config(cfg: Config, stage: StageConfig, dist: Dist) -> dict:
     """Load `train.deepspeed_config` and fill its "auto" values from the stage (batch split, clipping,
-    bf16 from `model.dtype`); on CPU drop what needs a GPU or a JIT build (ds_cpu)."""
+    bf16 from `model.dtype`); on CPU drop what needs a GPU or a JIT build (deepspeed_cpu)."""
     path = Path(cfg.train.deepspeed_config)
     if not path.exists():
         raise ConfigError(f"train.deepspeed_config = {str(path)!r} does not exist; use one of "
@@ -108,7 +60,7 @@ def deepspeed_config(cfg: Config, stage: StageConfig, dist: Dist) -> dict:
         return node
 
     ds = resolve(raw)
-    return ds_cpu.cpu_ds_config(ds) if ds_cpu.on_cpu() else ds
+    return deepspeed_cpu.cpu_ds_config(ds) if deepspeed_cpu.on_cpu() else ds
 
 
 def micro_batch_size(stage: StageConfig, world_size: int) -> int:
@@ -207,27 +159,27 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
 
     `on_step(step, metrics)` is called after every optimizer step (tests use it to simulate a kill).
     """
-    stage = cfg.stage(name)
+    stage = cfg.stage(name)        # resolved once; everything below receives the StageConfig
     if not stage.enabled:
         log.info("stage %s is disabled in profile %s; skipping", name, cfg.profile)
         # under a launcher every rank gets here; one writes the record
-        return skip_stage(cfg, name) if int(os.environ.get("RANK", "0")) == 0 else {"stage": name, "skipped": True}
-    if stage.objective != "lm":     # an encoder's stand-in pre-training: its own short loop
-        from omni_core.train.stand_in import train_stand_in
+        return skip_stage(cfg, stage) if int(os.environ.get("RANK", "0")) == 0 else {"stage": name, "skipped": True}
+    if stage.objective != "lm":     # an encoder's warm-up (stand-in for a pretrained encoder): its own loop
+        from omni_core.train.warmup.encoders import train_encoder
 
-        return train_stand_in(cfg, name, on_step=on_step, progress=progress)
+        return train_encoder(cfg, stage, on_step=on_step, progress=progress)
     prepare_process(cfg)
     dist = setup_dist(cfg)
-    run = StageRun(cfg, name, world_size=dist.world_size, deepspeed=dist.deepspeed, main=dist.main,
+    run = StageRun(cfg, stage, world_size=dist.world_size, deepspeed=dist.deepspeed, main=dist.main,
                    rank=dist.rank, barrier=dist.barrier)
     torch.manual_seed(cfg.train.seed)          # the same fresh weights on every rank (ZeRO-3 partitions them)
 
     ds_keep = None   # must stay referenced: transformers finds it through a weakref while loading
-    if dist.deepspeed and not ds_cpu.on_cpu() and deepspeed_config(cfg, stage, dist)["zero_optimization"].get("stage") == 3:
+    if dist.deepspeed and not deepspeed_cpu.on_cpu() and deepspeed_config(cfg, stage, dist)["zero_optimization"].get("stage") == 3:
         from transformers.integrations import HfDeepSpeedConfig  # from_pretrained partitions while loading
 
         ds_keep = HfDeepSpeedConfig(deepspeed_config(cfg, stage, dist))
-    model, processor = init_model(cfg, name, dtype=torch.float32)
+    model, processor = init_model(cfg, stage, dtype=torch.float32)
     if cfg.train.lora_rank > 0 and dist.deepspeed and ds_keep is not None:
         raise ConfigError("train.lora_rank > 0 is not supported with ZeRO-3; use configs/deepspeed/zero2.json")
     if stage.audio_projector_ctc_steps and ds_keep is not None:
@@ -237,19 +189,19 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     ctc_warmup = {}
     if stage.audio_projector_ctc_steps and run.state is None:     # before the optimizer copies any weight
-        from omni_core.train.projector_ctc import align_audio_projector
+        from omni_core.train.warmup.audio_projector import warm_up_audio_projector
 
-        ctc_warmup = align_audio_projector(cfg, stage, model.to(dist.device), processor.tokenizer, dist.device)
+        ctc_warmup = warm_up_audio_projector(cfg, stage, model.to(dist.device), processor.tokenizer, dist.device)
     torch.manual_seed(cfg.train.seed + dist.rank)
-    groups = param_groups(model, stage, name)
+    groups = param_groups(model, stage)
     counts = count_params(model)
     backend = _Backend(cfg, stage, model, groups, dist)
-    data = StageBatches(cfg, name, processor, dist.rank, dist.world_size, micro_batch_size(stage, dist.world_size))
+    data = StageBatches(cfg, stage, processor, dist.rank, dist.world_size, micro_batch_size(stage, dist.world_size))
     loss_filter = None
     if stage.loss_filter_k > 0:   # before a resume loads the state: it scores with the stage's starting weights
         from omni_core.train.loss_filter import filter_stage_data
 
-        loss_filter = filter_stage_data(cfg, name, data, backend.engine or backend.model, dist.device,
+        loss_filter = filter_stage_data(cfg, stage, data, backend.engine or backend.model, dist.device,
                                         resumed=run.state is not None, main=dist.main, barrier=dist.barrier,
                                         autocast=backend.autocast, progress=progress)
 
@@ -271,7 +223,7 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
 
     def save(finished: bool) -> None:
         run.save(step, samples_seen, finished, state_model=backend.model, optimizer=backend.optimizer,
-                 scheduler=backend.scheduler, export_model=backend.model, processor=processor, engine=backend.engine)
+                 scheduler=backend.scheduler, final_model=backend.model, processor=processor, engine=backend.engine)
 
     # ---- the loop
     from tqdm.auto import tqdm

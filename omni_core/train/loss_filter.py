@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omni_core.config import Config, ConfigError
-from omni_core.data.collate import IGNORE_INDEX, pad_collate
+from omni_core.config import Config, ConfigError, StageConfig
+from omni_core.data.collate import pad_collate
+from omni_core.model.labels import IGNORE_INDEX
 from omni_core.train.batches import StageBatches, truncate
-from omni_core.train.checkpoint import write_text_atomic
-from omni_core.train.stages import resolve_init, stage_dir
+from omni_core.train.run_state import stage_dir, write_text_atomic
 
 log = logging.getLogger(__name__)
 KEPT_FILE = "loss_filter_kept.json"
@@ -142,7 +142,7 @@ def summary_line(report: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ hook
-def filter_stage_data(cfg: Config, name: str, data: StageBatches, model: nn.Module, device: torch.device, *,
+def filter_stage_data(cfg: Config, stage: StageConfig, data: StageBatches, model: nn.Module, device: torch.device, *,
                       resumed: bool, main: bool = True, barrier: Callable[[], None] = lambda: None,
                       autocast: AbstractContextManager | None = None, progress: bool = True) -> dict[str, Any]:
     """Restrict `data`'s train set to the samples within the band (`OmniDataset.keep_only`), before any
@@ -150,7 +150,7 @@ def filter_stage_data(cfg: Config, name: str, data: StageBatches, model: nn.Modu
     ids that the interrupted run stored. Every process scores every sample (ZeRO-3 needs all ranks in the
     same forwards); the main one writes the kept ids and all read them back, so every rank trains on one set.
     Returns the report (kept/removed counts per task, the bands)."""
-    k = cfg.stage(name).loss_filter_k
+    name, k = stage.name, stage.loss_filter_k
     ds = data.train_set
     kept_file = stage_dir(cfg, name) / "state" / KEPT_FILE
     report_file = Path(cfg.train.log_dir) / name / REPORT_FILE
@@ -166,7 +166,7 @@ def filter_stage_data(cfg: Config, name: str, data: StageBatches, model: nn.Modu
         ids, tasks = [ds.records[i]["id"] for i in order], [ds.records[i]["task"] for i in order]
         kept, bands = band_filter(scores, tasks, k)
         report = {**build_report(name, k, ids, tasks, scores, kept, bands),
-                  "scored_with": resolve_init(cfg, name) or "a fresh model built from the config",
+                  "scored_with": cfg.starts_from(stage) or "a fresh model built from the config",
                   "score_s": round(time.perf_counter() - t0, 2), "kept_ids": str(kept_file)}
         if main:
             kept_file.parent.mkdir(parents=True, exist_ok=True)

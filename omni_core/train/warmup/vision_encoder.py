@@ -1,5 +1,5 @@
 """Stage `0_vision`: the stand-in for the pretrained SigLIP that the paper's vision branch starts from
-(why: `stand_in.py`).
+(why: `encoders.py`).
 
 Objective `digit_classification`: the vision tower classifies the *train* split of the MNIST source (never
 a val/test digit) with a linear head on its mean-pooled features, each batch shifted by up to 3 px;
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omni_core.config import Config, StageConfig
-from omni_core.train.stand_in import StandIn
+from omni_core.train.warmup.objective import EncoderObjective
 
 MAX_SHIFT = 3     # pixels: random translation, so the tower learns the digit rather than its position
 TRAIN_WORDS, VAL_WORDS = 2000, 400     # renderings of printed words: digits (4,000) keep two thirds of a batch
@@ -77,7 +77,7 @@ def printed_words(n: int, image_size: int, split: str, max_tiles: int = 4) -> tu
 
 def drawn_shapes(n: int, image_size: int, split: str, first_label: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` single shapes (`shape_image`: any colour, size and position, never a scene's quadrant layout);
-    the label is `first_label` + shape index * len(COLOURS) + colour index, which `digit_stand_in` splits
+    the label is `first_label` + shape index * len(COLOURS) + colour index, which `vision_encoder_objective` splits
     into the two softmaxes. Each split has its own random stream."""
     import numpy as np
 
@@ -91,8 +91,8 @@ def drawn_shapes(n: int, image_size: int, split: str, first_label: int) -> tuple
     return to_pixel_values(images), torch.as_tensor(labels + first_label)
 
 
-def digit_stand_in(cfg: Config, stage: StageConfig, model: nn.Module, device: torch.device) -> StandIn:
-    """The `StandIn` of objectives `digit_classification`, `digit_word_classification` and
+def vision_encoder_objective(cfg: Config, stage: StageConfig, model: nn.Module, device: torch.device) -> EncoderObjective:
+    """The `EncoderObjective` of objectives `digit_classification`, `digit_word_classification` and
     `digit_word_shape_classification` around `model.vision_encoder`."""
     from omni_core.data.sources import COLOURS, SHAPES
     from omni_core.data.tasks import TASK_WORDS
@@ -150,4 +150,4 @@ def digit_stand_in(cfg: Config, stage: StageConfig, model: nn.Module, device: to
             metrics["val/shape_accuracy"] = 100.0 * float(right[val_y >= first_shape].mean())
         return metrics
 
-    return StandIn(module=classifier, loss=loss, validate=validate, headline="val/accuracy", chance=10.0, facts=facts)
+    return EncoderObjective(module=classifier, loss=loss, validate=validate, headline="val/accuracy", chance=10.0, facts=facts)

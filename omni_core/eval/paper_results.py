@@ -4,7 +4,7 @@ These are *reported*, never measured here: they come from the paper's own table 
 ``docs/paper.md``) and are always shown under :data:`LABEL`, in their own
 column, beside (never inside) the numbers this repository measures. They are on public benchmarks
 (MMBench, VideoMME, Fleurs, ...) that the tiny profile does not run; the lmms-eval adapter
-(:mod:`omni_core.eval.lmms`) is how a user scores a full-size checkpoint on the same benchmarks.
+(:mod:`omni_core.eval.lmms_eval_adapter`) is how a user scores a full-size checkpoint on the same benchmarks.
 """
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ from train_fixtures import make_tiny_data, tiny_cfg
 
 from omni_core.config import REPO_ROOT, ConfigError, load_config
 from omni_core.model import OmniForConditionalGeneration
-from omni_core.train.audio_stand_in import SpeechClips, greedy_decode
 from omni_core.train.loop import train_stage
-from omni_core.train.stages import init_model
+from omni_core.train.model_init import init_model
+from omni_core.train.warmup.audio_encoder import SpeechClips, greedy_decode
 
 STAGE = "0_audio"
 OVERRIDE = {STAGE: {"init_from": None, "steps": 60, "batch_size": 8, "warmup_ratio": 0.05, "eval_every": 1000}}
@@ -25,7 +25,7 @@ def data(tmp_path_factory):
 def test_encoder_learns_to_transcribe_and_nothing_else_moves(tmp_path, data):
     cfg = tiny_cfg(tmp_path, data, stages=OVERRIDE)
     torch.manual_seed(cfg.train.seed)
-    before, _ = init_model(cfg, STAGE, dtype=torch.float32)
+    before, _ = init_model(cfg, cfg.stage(STAGE), dtype=torch.float32)
     res = train_stage(cfg, STAGE, progress=False)
     assert res["val_wer_start"] >= 100 and res["val_wer_end"] < 50, res      # an empty transcript scores 100
     assert res["val_loss_end"] < res["val_loss_start"] and res["vocabulary"] == 2
@@ -54,7 +54,7 @@ def test_greedy_decode_merges_repeats_and_drops_blanks():
     ({"lr": {"audio_encoder": 0}}, "stages.0_audio.lr.audio_encoder is 0 or absent"),
     ({"mixture": {"asr": 1.0}}, "stages.0_audio.mixture is not used by objective speech_ctc"),
 ])
-def test_bad_stand_in_config_is_refused(stage, message):
+def test_bad_warmup_config_is_refused(stage, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(REPO_ROOT / "params.yaml", overrides={"stages": {STAGE: stage}})
 

@@ -7,7 +7,7 @@ greedy decoding as :mod:`omni_core.eval.runner`; :func:`lmms_class` wraps it in 
 ``lmms_eval.api.model.lmms`` when lmms-eval is installed. In-process use (as nanoVLM does)::
 
     from lmms_eval import evaluator
-    from omni_core.eval.lmms import lmms_class
+    from omni_core.eval.lmms_eval_adapter import lmms_class
     model = lmms_class()(pretrained="checkpoints/2_sft/model", batch_size=8)
     evaluator.simple_evaluate(model=model, tasks=["mmbench_en_dev"], batch_size=8)
 
@@ -27,12 +27,13 @@ import torch
 from PIL import Image
 
 from omni_core.config import REPO_ROOT, Config, load_config
+from omni_core.model.labels import IGNORE_INDEX
 
 from .runner import Sample, _to, generate_answers, load_checkpoint
 
 MODEL_NAME = "omni_core"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
-INSTALL_HINT = ("lmms-eval is not installed: pip install lmms-eval (then `from omni_core.eval.lmms import lmms_class`)."
+INSTALL_HINT = ("lmms-eval is not installed: pip install lmms-eval (then `from omni_core.eval.lmms_eval_adapter import lmms_class`)."
                 " omni_core does not depend on it.")
 
 
@@ -132,7 +133,7 @@ class OmniLMMsCore:
                      if k != "labels"}, self.model)
         logits = self.model(**batch).logits[0, :-1].float()
         target = feat["labels"][1:].to(logits.device)
-        pos = (target != -100).nonzero().flatten()[:-1]          # the answer's tokens, not the end-of-turn token
+        pos = (target != IGNORE_INDEX).nonzero().flatten()[:-1]          # the answer's tokens, not the end-of-turn token
         logp = torch.log_softmax(logits[pos], dim=-1)
         return float(logp.gather(1, target[pos, None]).sum()), bool((logits[pos].argmax(-1) == target[pos]).all())
 

@@ -8,10 +8,10 @@ import torch
 from train_fixtures import make_tiny_data, tiny_cfg
 
 from omni_core.config import REPO_ROOT, ConfigError, load_config
-from omni_core.train.audio_stand_in import SpeechClips
 from omni_core.train.loop import train_stage
-from omni_core.train.projector_ctc import align_audio_projector, encode_clips
-from omni_core.train.stages import init_model
+from omni_core.train.model_init import init_model
+from omni_core.train.warmup.audio_encoder import SpeechClips
+from omni_core.train.warmup.audio_projector import encode_clips, warm_up_audio_projector
 
 STAGE = "1e_audio"
 
@@ -34,10 +34,10 @@ def test_warm_up_reads_the_words_through_the_llm_embeddings_and_moves_only_the_p
     cfg = _cfg(tmp_path, data, audio_projector_ctc_steps=80, lr={"audio_projector": 1e-2})
     train_stage(cfg, "0_audio", progress=False)          # as in the recipe: the encoder hears the tones first
     torch.manual_seed(0)
-    model, processor = init_model(cfg, STAGE, dtype=torch.float32)
+    model, processor = init_model(cfg, cfg.stage(STAGE), dtype=torch.float32)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    out = align_audio_projector(cfg, cfg.stage(STAGE), model, processor.tokenizer, torch.device("cpu"))
+    out = warm_up_audio_projector(cfg, cfg.stage(STAGE), model, processor.tokenizer, torch.device("cpu"))
     assert out["projector_ctc_val_wer_start"] >= 90 and out["projector_ctc_val_wer_end"] < 20, out
     changed = {n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(before[n], p)}
     assert changed == {"audio_projector"}, changed
@@ -68,7 +68,7 @@ def test_frames_encoded_once_give_the_models_audio_features(tmp_path, data):
     model's own audio path (encoder on the batch's windows, then projector) gives it."""
     cfg = _cfg(tmp_path, data)
     torch.manual_seed(0)
-    model, _ = init_model(cfg, "0_audio", dtype=torch.float32)
+    model, _ = init_model(cfg, cfg.stage("0_audio"), dtype=torch.float32)
     a, cpu = cfg.model.audio, torch.device("cpu")
     clips = SpeechClips(data / "train.jsonl", a.num_mel_bins, a.window_seconds)
     encoded = encode_clips(model, clips, cpu, chunk=3)          # chunks unlike any batch below

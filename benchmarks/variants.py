@@ -1,4 +1,4 @@
-"""What the side-by-side benchmarks share: each arm runs in a temporary folder of its own and prints its
+"""What the side-by-side benchmarks share: each variant runs in a temporary folder of its own and prints its
 line when it finishes; the whole result is printed and written as JSON at the end."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def run_arms(arms: dict[str, Callable[[Path], dict]], result: dict, out: str | Path, prefix: str) -> dict:
-    """Run each arm (a function of its work folder returning its JSON record) into ``result["arms"]``."""
-    result.setdefault("arms", {})
-    for name, run in arms.items():
+def run_variants(variants: dict[str, Callable[[Path], dict]], result: dict, out: str | Path, prefix: str) -> dict:
+    """Run each variant (a function of its work folder returning its JSON record) into ``result["arms"]``."""
+    result.setdefault("arms", {})          # "arms": the key the results files keep the variants under
+    for name, run in variants.items():
         with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
             result["arms"][name] = run(Path(tmp))
         print(name, json.dumps(result["arms"][name]), flush=True)

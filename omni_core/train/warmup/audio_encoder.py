@@ -1,5 +1,5 @@
 """Stage `0_audio` (objective `speech_ctc`): the stand-in for the pretrained Whisper encoder that the
-paper's audio branch starts from (why: `stand_in.py`).
+paper's audio branch starts from (why: `encoders.py`).
 
 The audio encoder + a linear head learn to transcribe the `asr` task's *train* split with a word-level
 CTC loss (a blank plus every word of the train transcripts), the objective of CTC speech recognisers.
@@ -21,7 +21,7 @@ from omni_core.data.manifest import answer_text, media_parts, read_manifest
 from omni_core.model.audio import audio_to_features, feature_extractor
 from omni_core.model.token_counts import audio_num_frames
 from omni_core.processing import load_audio
-from omni_core.train.stand_in import StandIn
+from omni_core.train.warmup.objective import EncoderObjective
 
 TASK = "asr"
 BLANK = 0
@@ -82,8 +82,8 @@ def greedy_decode(log_probs: torch.Tensor, frames: torch.Tensor, vocab: list[str
     return [" ".join(vocab[t] for t in path) for path in best_paths(log_probs, frames)]
 
 
-def speech_stand_in(cfg: Config, stage: StageConfig, model: nn.Module, device: torch.device) -> StandIn:
-    """The `StandIn` of objective `speech_ctc` around `model.audio_encoder`."""
+def audio_encoder_objective(cfg: Config, stage: StageConfig, model: nn.Module, device: torch.device) -> EncoderObjective:
+    """The `EncoderObjective` of objective `speech_ctc` around `model.audio_encoder`."""
     a, root = cfg.model.audio, Path(cfg.data.root)
     train, val = (SpeechClips(root / f"{split}.jsonl", a.num_mel_bins, a.window_seconds) for split in ("train", "val"))
     vocab = sorted({w for t in train.texts for w in t.split()})
@@ -111,5 +111,5 @@ def speech_stand_in(cfg: Config, stage: StageConfig, model: nn.Module, device: t
             hyps += greedy_decode(log_probs, frames, vocab)
         return {"val/loss": total / len(val), "val/wer": 100.0 * jiwer.wer(val.texts, hyps)}
 
-    return StandIn(module=ctc, loss=loss, validate=validate, headline="val/wer", chance=100.0,
+    return EncoderObjective(module=ctc, loss=loss, validate=validate, headline="val/wer", chance=100.0,
                    facts={"train_clips": len(train), "val_clips": len(val), "vocabulary": len(vocab)})

@@ -1,4 +1,7 @@
-"""Checkpoints of a stage: the HF export (`model/`) and the exact training state for resume (`state/`).
+"""What a stage run leaves, and how a run picks it up again: the HF export (`model/`), the exact training
+state for resume (`state/`), the dvclive log (`logs/<stage>/`), and `StageRun`, the bookkeeping every
+training loop shares besides its optimizer steps (`loop.train_stage` for the recipe's stages,
+`warmup.encoders.train_encoder` for the encoder warm-ups, stages 0_vision and 0_audio).
 
 Layout of `checkpoints/<stage>/`:
 - `model/`: `save_pretrained` of model + processor (ZeRO-3 weights gathered, LoRA merged): what the
@@ -20,10 +23,11 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from omni_core.config import Config
+from omni_core.config import Config, StageConfig
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
@@ -49,10 +53,10 @@ class CheckpointMismatchError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------ fingerprint
-def fingerprint(cfg: Config, stage_name: str) -> dict[str, Any]:
+def fingerprint(cfg: Config, stage: StageConfig) -> dict[str, Any]:
     """The part of the config that determines a stage's trajectory (hashed into every state)."""
     d = cfg.to_dict()
-    fp = {"stage": d["stages"][stage_name], "model": d["model"], "data": d["data"],
+    fp = {"stage": d["stages"][stage.name], "model": d["model"], "data": d["data"],
           "train": {k: d["train"][k] for k in ("seed", "lora_rank", "backend")}}
     if cfg.train.backend == "deepspeed":
         fp["train"]["deepspeed_config"] = d["train"]["deepspeed_config"]
@@ -70,23 +74,26 @@ def _digest(files: list[Path], root: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def stage_dir(cfg: Config, name: str) -> Path:
+    """`checkpoints/<name>`: where stage `name` keeps its export and its states."""
+    return Path(cfg.train.checkpoints_dir) / name
+
+
 def init_digest(cfg: Config, init: str | None) -> str | None:
     """Digest of the weight files of `checkpoints/<init>/model`; None without an init or before it is trained."""
-    init_dir = Path(cfg.train.checkpoints_dir) / init / "model" if init else None
+    init_dir = stage_dir(cfg, init) / "model" if init else None
     return _digest(list(init_dir.glob("*.safetensors")), init_dir) if init_dir and init_dir.exists() else None
 
 
-def stage_inputs(cfg: Config, stage_name: str) -> dict[str, str | None]:
+def stage_inputs(cfg: Config, stage: StageConfig) -> dict[str, str | None]:
     """Digests of what a stage's weights depend on besides its config: the init checkpoint's weight files,
     the package code that trains (model, train, data, processing, config) and the data manifests.
 
     DVC reruns a stage exactly when one of its dependencies changed; a state left from before (`persist`)
     must then not be resumed or, once finished, re-exported as if it were the new result."""
-    from omni_core.train.stages import resolve_init
-
     pkg = Path(__file__).resolve().parents[1]
     data = Path(cfg.data.root)
-    return {"init": init_digest(cfg, resolve_init(cfg, stage_name)),
+    return {"init": init_digest(cfg, cfg.starts_from(stage)),
             "code": _digest([f for pat in _CODE for f in pkg.glob(pat)], pkg),
             "data": _digest([f for f in (data / "train.jsonl", data / "val.jsonl") if f.exists()], data)}
 
@@ -182,9 +189,9 @@ class TrainerState:
     inputs: dict = dataclasses.field(default_factory=dict)     # stage_inputs() when the state was written
 
 
-def latest_state(stage_dir: Path) -> Path | None:
+def latest_state(out_dir: Path) -> Path | None:
     """The newest complete state directory of a stage, or None."""
-    pointer = Path(stage_dir) / "state" / "latest"
+    pointer = Path(out_dir) / "state" / "latest"
     if not pointer.exists():
         return None
     path = pointer.parent / pointer.read_text().strip()
@@ -203,18 +210,18 @@ def check_resumable(state_dir: Path, fp: dict[str, Any], world_size: int, deepsp
     the stage starts over. So is any state written from other `inputs` (`stage_inputs`: a retrained
     init checkpoint, changed code or data): it is stale, not a run to continue."""
     st = read_state(state_dir)
-    stage_dir = Path(state_dir).parent.parent
+    out_dir = Path(state_dir).parent.parent
     if inputs is not None and st.inputs != inputs:
         changed = [k for k in inputs if st.inputs.get(k) != inputs[k]] or ["(not recorded)"]
-        log.warning("%s was trained from other inputs (changed: %s); training the stage anew", stage_dir,
+        log.warning("%s was trained from other inputs (changed: %s); training the stage anew", out_dir,
                     ", ".join(changed))
         return None
-    fix = (f"Either restore the old values, or start the stage over: delete {stage_dir / 'state'} "
+    fix = (f"Either restore the old values, or start the stage over: delete {out_dir / 'state'} "
            f"or pass --set train.resume=never.")
     if st.config_hash != config_hash(fp):
         changes = "\n  ".join(_diff(st.fingerprint, fp)) or "(fingerprint format changed)"
         if st.finished:
-            log.warning("%s finished under another config (%s); training the stage anew", stage_dir,
+            log.warning("%s finished under another config (%s); training the stage anew", out_dir,
                         changes.replace("\n  ", "; "))
             return None
         raise CheckpointMismatchError(
@@ -227,7 +234,7 @@ def check_resumable(state_dir: Path, fp: dict[str, Any], world_size: int, deepsp
     return st
 
 
-def save_state(stage_dir: Path, state: TrainerState, *, model: nn.Module | None = None,
+def save_state(out_dir: Path, state: TrainerState, *, model: nn.Module | None = None,
                optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None, engine: Any = None,
                rank: int = 0, barrier=lambda: None, keep: int = 1) -> Path:
     """Write `state/step_NNNNNN/` atomically and point `state/latest` at it; keep the newest `keep`.
@@ -236,7 +243,7 @@ def save_state(stage_dir: Path, state: TrainerState, *, model: nn.Module | None 
     checkpoint (partitioned optimizer states, scheduler) written collectively by all ranks.
     Every rank stores its own RNG states.
     """
-    root = Path(stage_dir) / "state"
+    root = Path(out_dir) / "state"
     final = root / f"step_{state.step:06d}"
     with atomic_dir(final, rank, barrier) as tmp:
         if engine is not None:
@@ -314,3 +321,131 @@ def export_model(model: nn.Module, processor: Any, out_dir: Path, *, engine: Any
             # no timestamp: an identical retrain must give an identical directory hash, or DVC reruns downstream
             (tmp / "omni_train.json").write_text(json.dumps(info or {}, indent=1))
     return out_dir
+
+
+# -------------------------------------------------------------------------------------- a stage's run
+def truncate_logs(metrics_dir: Path, step: int) -> None:
+    """Drop dvclive rows logged after `step` by a run that died before its next checkpoint (the resumed
+    run logs those steps again)."""
+    for tsv in metrics_dir.rglob("*.tsv"):
+        header, *rows = tsv.read_text().splitlines()
+        col = header.split("\t").index("step")
+        tsv.write_text("\n".join([header] + [r for r in rows if int(r.split("\t")[col]) <= step]) + "\n")
+
+
+SKIPPED_FILE = "skipped.json"
+
+
+def skip_stage(cfg: Config, stage: StageConfig) -> dict[str, Any]:
+    """Stand in for a stage the profile disables: its outs are a record, not a model.
+
+    `checkpoints/<name>/model/skipped.json` names the checkpoint the next stage starts from instead
+    (`Config.starts_from`) with the digest of its weights, so DVC reruns the stages below when those change;
+    `state/` exists empty and `logs/<name>` loses any dvclive log of an earlier, enabled run (figures and
+    `dvc plots` would show it as this profile's)."""
+    out = stage_dir(cfg, stage.name)
+    init = cfg.starts_from(stage)
+    record = {"stage": stage.name, "profile": cfg.profile, "skipped": True,
+              "next_stage_starts_from": init or "a fresh model built from the config",
+              "init_weights_digest": init_digest(cfg, init)}
+    with atomic_dir(out / "model") as tmp:
+        (tmp / SKIPPED_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    shutil.rmtree(out / "state", ignore_errors=True)
+    (out / "state").mkdir(parents=True)
+    logs = Path(cfg.train.log_dir) / stage.name
+    shutil.rmtree(logs / "plots", ignore_errors=True)
+    for f in ("metrics.json", "params.yaml"):
+        (logs / f).unlink(missing_ok=True)
+    return record
+
+
+class StageRun:
+    """One run of `stage`: finds a state to resume (or removes a stale one), logs with dvclive on the
+    main rank, and saves states and the export. `summary` collects the stage's metrics; its floats are
+    stored in every state, so a resumed run reports the `val_loss_start` of the run it continues."""
+
+    def __init__(self, cfg: Config, stage: StageConfig, *, world_size: int = 1, deepspeed: bool = False,
+                 main: bool = True, rank: int = 0, barrier: Callable[[], None] = lambda: None):
+        self.cfg, self.stage, self.name = cfg, stage, stage.name
+        self.main, self.rank, self.barrier = main, rank, barrier
+        self.world_size = world_size
+        self.out_dir = stage_dir(cfg, stage.name)
+        self.fp, self.inputs = fingerprint(cfg, stage), stage_inputs(cfg, stage)
+        self.state_dir = latest_state(self.out_dir) if cfg.train.resume == "auto" else None
+        self.state = (check_resumable(self.state_dir, self.fp, world_size, deepspeed, self.inputs)
+                      if self.state_dir else None)
+        if self.state is None and main and (self.out_dir / "state").exists():
+            shutil.rmtree(self.out_dir / "state")          # a state of another run must not mix with this one
+        barrier()
+        self.summary: dict[str, Any] = {"stage": stage.name}
+        if self.state is not None:
+            self.summary.update(self.state.metrics)
+        self.live = None
+
+    @property
+    def start_step(self) -> int:
+        return self.state.step if self.state is not None else 0
+
+    @property
+    def trains_anew(self) -> bool:
+        """False when the state found is a finished run of the same inputs: nothing is left to train."""
+        return self.state is None or not self.state.finished
+
+    def load(self, **objects: Any) -> None:
+        """Restore the state's weights, optimizer, scheduler (and engine) into `objects` (`load_state`)."""
+        load_state(self.state_dir, rank=self.rank, **objects)
+
+    def open_log(self, params: dict[str, Any]) -> None:
+        if not self.main:
+            return
+        from dvclive import Live
+
+        self.live = Live(dir=str(Path(self.cfg.train.log_dir) / self.name), resume=self.state is not None,
+                         save_dvc_exp=False, dvcyaml=None)
+        if self.state is not None:
+            truncate_logs(Path(self.live.plots_dir) / "metrics", self.state.step)
+        self.live.log_params({"stage": self.name, **params})
+
+    def log(self, step: int, metrics: dict[str, float | None]) -> None:
+        if self.live is None:
+            return
+        self.live.step = step
+        for k, v in metrics.items():
+            if v is not None and math.isfinite(v):
+                self.live.log_metric(k, v)
+
+    def save(self, step: int, samples_seen: int, finished: bool, *, state_model: nn.Module, optimizer: Any,
+             scheduler: Any, final_model: nn.Module, processor: Any, engine: Any = None) -> None:
+        """Write the resumable state of `state_model` (+ optimizer, scheduler); once `finished`, also export
+        `final_model`. The periodic states alone can resume a run, so the HF copy is written once: it cost
+        ~0.2 s per save at tiny scale, and a ZeRO-3 gather plus a second full write at 7B."""
+        info = {"stage": self.name, "step": step, "config_hash": config_hash(self.fp), "finished": finished}
+        st = TrainerState(stage=self.name, step=step, samples_seen=samples_seen, config_hash=info["config_hash"],
+                          world_size=self.world_size, finished=finished, fingerprint=self.fp, inputs=self.inputs,
+                          metrics={k: v for k, v in self.summary.items() if isinstance(v, float)})
+        save_state(self.out_dir, st, model=state_model, optimizer=optimizer, scheduler=scheduler, engine=engine,
+                   rank=self.rank, barrier=self.barrier)
+        if finished:
+            export_model(final_model, processor, self.out_dir / "model", engine=engine, rank=self.rank,
+                         barrier=self.barrier, info=info)
+
+    def end_step(self, step: int, metrics: dict[str, float], save: Callable[[bool], None],
+                 on_step: Callable[[int, dict], None] | None) -> None:
+        """After optimizer step `step`: a resumable state every `save_every` steps (the last step's is the
+        final save), then the caller's `on_step` hook."""
+        if step % self.stage.save_every == 0 and step < self.stage.steps:
+            save(False)
+        if on_step is not None:
+            on_step(step, metrics)
+
+    def needs_final_save(self) -> bool:
+        return self.trains_anew or not (self.out_dir / "model" / "config.json").exists()
+
+    def close(self, summary_keys: tuple[str, ...]) -> None:
+        """Write the float entries of `summary` named in `summary_keys` to dvclive's summary and end it."""
+        if self.live is None:
+            return
+        for k in summary_keys:
+            if isinstance(self.summary.get(k), float):
+                self.live.summary[k] = self.summary[k]
+        self.live.end()

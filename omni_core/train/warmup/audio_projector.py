@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from omni_core.config import Config, StageConfig
-from omni_core.train.audio_stand_in import BLANK, SpeechClips, best_paths
-from omni_core.train.stages import build_scheduler, clip_and_step
+from omni_core.train.schedule import build_scheduler, clip_and_step
+from omni_core.train.warmup.audio_encoder import BLANK, SpeechClips, best_paths
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def encode_clips(model: nn.Module, clips: SpeechClips, device: torch.device, chu
     return out
 
 
-def align_audio_projector(cfg: Config, stage: StageConfig, model: nn.Module, tokenizer,
+def warm_up_audio_projector(cfg: Config, stage: StageConfig, model: nn.Module, tokenizer,
                           device: torch.device) -> dict[str, float]:
     """Train `model.audio_projector` alone for `stage.audio_projector_ctc_steps` steps (at the stage's
     audio_projector lr, batch size and schedule shape); returns the summary's `projector_ctc_*` entries."""

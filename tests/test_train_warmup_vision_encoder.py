@@ -12,10 +12,10 @@ from omni_core.config import REPO_ROOT, ConfigError, load_config
 from omni_core.data import sources as S
 from omni_core.data.tasks import TASK_WORDS
 from omni_core.model import OmniForConditionalGeneration
-from omni_core.train.checkpoint import latest_state, read_state
 from omni_core.train.loop import train_stage
-from omni_core.train.stages import init_model
-from omni_core.train.vision_stand_in import drawn_shapes, mnist_split, printed_words
+from omni_core.train.model_init import init_model
+from omni_core.train.run_state import latest_state, read_state
+from omni_core.train.warmup.vision_encoder import drawn_shapes, mnist_split, printed_words
 
 STAGE = "0_vision"
 OVERRIDE = {STAGE: {"init_from": None, "steps": 100, "batch_size": 32, "warmup_ratio": 0.05, "eval_every": 1000,
@@ -86,7 +86,7 @@ def _tiny_tower_cfg(tmp_path, data, **stage):
 def test_tower_learns_digits_and_nothing_else_moves(tmp_path, data):
     cfg = _tiny_tower_cfg(tmp_path, data)
     torch.manual_seed(cfg.train.seed)
-    before, _ = init_model(cfg, STAGE, dtype=torch.float32)
+    before, _ = init_model(cfg, cfg.stage(STAGE), dtype=torch.float32)
     res = train_stage(cfg, STAGE, progress=False)
     # chance is 10 %; 100 steps of 32 give about 45 % (600 of 64, digits only: about 89 %)
     assert res["val_accuracy_start"] < 20 and res["val_accuracy_end"] > 30, res
@@ -133,6 +133,6 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, data):
     ({"lr": {"vision_encoder": 0}}, "stages.0_vision.lr.vision_encoder is 0 or absent"),
     ({"mixture": {"image_caption": 1.0}}, "stages.0_vision.mixture is not used by objective digit_word_shape_classification"),
 ])
-def test_bad_stand_in_config_is_refused(stage, message):
+def test_bad_warmup_config_is_refused(stage, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(REPO_ROOT / "params.yaml", overrides={"stages": {STAGE: stage}})

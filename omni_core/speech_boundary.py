@@ -5,8 +5,9 @@ A small causal head reads streaming log-mel frames (10 ms hop) and gives a per-f
 probability; :class:`SpeechBoundaryDetector` turns it into ``speech_start`` / ``speech_end`` events with
 a minimum speech run (rejects clicks) and a silence hangover (a pause inside a sentence is not the end
 of the turn). The head is trained on our own data: flite TTS utterances (fortune sentences, several voices and
-speeds), placed at random in silence, noise and tones, labelled from the clean speech (:func:`train_boundary_head`).
-It is saved next to the model checkpoint (``<checkpoint>/vad/``) with ``save_pretrained``.
+speeds), placed at random in silence, noise and tones, labelled from the clean speech
+(:func:`train_speech_boundary_head`). It is saved next to the model checkpoint (``<checkpoint>/speech_boundary/``)
+with ``save_pretrained``; ``python -m omni_core.speech_boundary`` trains and scores it from a shell.
 
 Why log-mel and not the Whisper encoder: Whisper normalises each 30 s window by its own maximum and
 attends over the whole window, so its features of a 0.1 s chunk change when the window grows; the head
@@ -29,7 +30,11 @@ from omni_core.data.sources.media import split_of
 from omni_core.data.sources.speech import SPEEDS, flite
 from omni_core.data.sources.text import short_sentences
 
-VAD_SUBDIR = "vad"   # by convention the head lives in <checkpoint>/vad/{config.json, model.safetensors}
+# by convention the head lives in <checkpoint>/speech_boundary/{config.json, model.safetensors}
+SPEECH_BOUNDARY_SUBDIR = "speech_boundary"
+# salt of the stable hash that splits the sentences into train / held-out: another value would move
+# sentences between the splits (and change the trained head)
+_SENTENCE_SPLIT_KEY = "vad"
 
 
 # ------------------------------------------------------------------------------------------- features
@@ -150,7 +155,7 @@ class SpeechBoundaryDetector:
 def tts_sentences() -> tuple[list[str], list[str]]:
     """Short fortune sentences for the speech, split into (train, held-out) by a stable hash of the text."""
     sentences = short_sentences(max_words=14, min_words=4)
-    held = {t for t in sentences if split_of("vad", t) == "test"}
+    held = {t for t in sentences if split_of(_SENTENCE_SPLIT_KEY, t) == "test"}
     return [t for t in sentences if t not in held], sorted(held)
 
 
@@ -200,8 +205,8 @@ def synth_streams(n: int, voices: Sequence[str], seed: int, sentences: Sequence[
 
 
 # ----------------------------------------------------------------------------------- train / evaluate
-def train_boundary_head(streams: Sequence[LabelledStream], steps: int = 150, lr: float = 3e-3, seed: int = 0,
-                        batch_size: int = 16, crop: int = 200, **head_kwargs) -> SpeechBoundaryHead:
+def train_speech_boundary_head(streams: Sequence[LabelledStream], steps: int = 150, lr: float = 3e-3, seed: int = 0,
+                               batch_size: int = 16, crop: int = 200, **head_kwargs) -> SpeechBoundaryHead:
     """Fit a :class:`SpeechBoundaryHead` on labelled streams (frame-level BCE on random windows, Adam)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)             # convs this small only lose time to thread hand-offs on a busy CPU
@@ -278,30 +283,30 @@ def evaluate_boundaries(head: SpeechBoundaryHead, streams: Sequence[LabelledStre
             "n_streams": len(streams)}
 
 
-def load_or_train_vad(path: str | Path | None = None, voices: Sequence[str] = ("slt", "kal16", "rms"),
-                      n_streams: int = 48, steps: int = 150, seed: int = 0) -> SpeechBoundaryHead:
-    """The head saved in directory ``path`` (by convention ``<checkpoint>/vad``); if there is none, train one
-    (seconds) and save it there. ``path=None``: train and keep it in memory only."""
+def load_or_train_speech_boundary(path: str | Path | None = None, voices: Sequence[str] = ("slt", "kal16", "rms"),
+                                  n_streams: int = 48, steps: int = 150, seed: int = 0) -> SpeechBoundaryHead:
+    """The head saved in directory ``path`` (by convention ``<checkpoint>/speech_boundary``); if there is none,
+    train one (seconds) and save it there. ``path=None``: train and keep it in memory only."""
     path = Path(path) if path is not None else None
     if path is not None and (path / "config.json").exists():
         return SpeechBoundaryHead.from_pretrained(str(path)).eval()
-    head = train_boundary_head(synth_streams(n_streams, voices, seed, tts_sentences()[0]),
-                               steps=steps, seed=seed)
+    head = train_speech_boundary_head(synth_streams(n_streams, voices, seed, tts_sentences()[0]),
+                                      steps=steps, seed=seed)
     if path is not None:
         head.save_pretrained(str(path))
     return head
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m omni_core.vad --out checkpoints/2_sft/model/vad``: train the head, save it (next to the
-    model by convention), and score it on held-out streams (voice ``awb``, sentences never trained on)."""
+    """``python -m omni_core.speech_boundary --out checkpoints/speech_boundary``: train the head, save it, and
+    score it on held-out streams (voice ``awb``, sentences never trained on)."""
     import argparse
     import json
 
     from omni_core.config import REPO_ROOT, load_config
 
     ap = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True, help="directory of the head, e.g. checkpoints/2_sft/model/vad")
+    ap.add_argument("--out", required=True, help="directory of the head, e.g. checkpoints/speech_boundary")
     ap.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
     ap.add_argument("--metrics", default=None, help="JSON file for the held-out metrics (default: print only)")
     ap.add_argument("--retrain", action="store_true", help="train even if --out holds a head")
@@ -310,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     path = Path(args.out)
     if args.retrain and (path / "config.json").exists():
         (path / "config.json").unlink()
-    head = load_or_train_vad(path)
+    head = load_or_train_speech_boundary(path)
     held_out = synth_streams(24, ("awb",), seed=1, sentences=tts_sentences()[1])
     metrics = evaluate_boundaries(head, held_out, chunk_seconds=cfg.chunk_seconds, threshold=cfg.end_threshold,
                                   min_speech_seconds=cfg.min_speech_seconds, min_silence_seconds=cfg.min_silence_seconds)
