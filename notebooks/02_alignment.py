@@ -49,7 +49,7 @@ profile = ""                 # empty: the profile named in params.yaml
 import matplotlib.pyplot as plt
 
 from omni_core import load_config
-from omni_core.plots import plot_stage_loss
+from omni_core.plots import plot_stage_grid, plot_stage_loss
 from omni_core.train.launch import train
 from omni_core.train.freezing import trainable_summary
 from omni_core.train.run_state import SKIPPED_FILE, stage_dir
@@ -66,6 +66,15 @@ print("mixture:", st.mixture)
 
 # %%
 trainable_summary(cfg, st)
+
+# %% [markdown]
+# The same for every stage of the recipe, this one framed: what trains (orange, with its learning rate) and
+# what stays frozen, beside what the paper does in that stage; a dashed cell is where the tiny profile departs
+# from the paper (docs/recipe.md says why).
+
+# %%
+plot_stage_grid(cfg, current=stage)
+plt.show()
 
 # %% [markdown]
 # ## Train

@@ -26,7 +26,7 @@ profile = ""   # empty: the profile named in params.yaml
 import matplotlib.pyplot as plt
 
 from omni_core import load_config
-from omni_core.plots import plot_stage_loss
+from omni_core.plots import plot_stage_grid, plot_stage_loss
 from omni_core.train.launch import train
 from omni_core.train.freezing import trainable_summary
 
@@ -35,6 +35,15 @@ st = cfg.stage(stage)
 print(f"profile={cfg.profile} init_from={st.init_from} steps={st.steps} packing={st.packing}")
 print("tasks:", ", ".join(st.mixture))
 trainable_summary(cfg, st)
+
+# %% [markdown]
+# The same for every stage of the recipe, this one framed: what trains (orange, with its learning rate) and
+# what stays frozen, beside what the paper does in that stage; a dashed cell is where the tiny profile departs
+# from the paper (docs/recipe.md says why).
+
+# %%
+plot_stage_grid(cfg, current=stage)
+plt.show()
 
 # %% [markdown]
 # ## Why packing

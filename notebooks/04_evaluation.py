@@ -35,9 +35,11 @@ checkpoint = ""  # empty: checkpoints/<eval.checkpoint>/model
 # %%
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from omni_core import load_config
+from omni_core import plots
 from omni_core.eval.runner import evaluate
 from omni_core.eval.tables import render_markdown
 
@@ -47,11 +49,25 @@ results = evaluate(cfg, ckpt)
 display(Markdown(render_markdown(results)))
 
 # %% [markdown]
-# ## A few predictions per task
-# Reading outputs is the fastest way to see what a number hides.
+# ## Which answers get confused
+# Where the answers are classes (a shape, a colour, a direction, a number word), a confusion matrix shows
+# more than the accuracy: rows are the reference, columns the model's answer ("other": an answer that is
+# no reference of that question), one panel per kind of question. Look for a bright diagonal (right), a
+# bright column (one answer given to everything: the task's prior, not the task) and bright cells off
+# the diagonal (which classes the model cannot tell apart).
 
 # %%
-for task, rows in results["predictions"].items():
-    print(f"--- {task}")
-    for r in rows[:3]:
-        print(f"  pred: {r['prediction']!r}\n   ref: {r['reference']!r}")
+records = plots.prediction_records(Path(cfg.eval.metrics_dir) / "predictions.jsonl", Path(cfg.data.root) / "test.jsonl")
+figures = Path(cfg.eval.figures_dir)
+for task in [t for t in plots.CONFUSION_TASKS if t in results["predictions"]]:
+    plots.plot_confusion(records, task, figures / f"confusion_{task}")
+
+# %% [markdown]
+# ## A few test samples per task
+# Reading outputs is the fastest way to see what a number hides: per task, test samples right and wrong,
+# with the media the model got (the image, the sampled frames, or the waveform), its answer and the reference.
+
+# %%
+for task in results["predictions"]:
+    plots.plot_prediction_grid([r for r in records if r["task"] == task], cfg.data.root, cfg.model.vision)
+    plt.show()

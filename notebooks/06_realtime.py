@@ -34,15 +34,18 @@
 # - Beyond the paper: **barge-in**. Speech that starts during an answer stops generation and opens
 #   the next turn.
 #
-# With no trained checkpoint, everything runs on a random-init model of the profile: the answers are
-# noise, but the plumbing and the timings are real.
+# The demo exchange is a test sample of a task the tiny model answers well (`demo_task`; notebook 04 has the
+# scores): a moving digit whose own sound track says a number, and the typed question "What number does the
+# voice say?". With no trained checkpoint, everything runs on a random-init model of the profile: the answers
+# are noise, but the plumbing and the timings are real.
 
 # %% tags=["parameters"]
 params = "params.yaml"
 profile = ""              # empty: the profile named in params.yaml
 checkpoint = ""           # empty: checkpoints/<eval.checkpoint>/model (random-init model if it does not exist)
 speech_boundary_dir = ""  # empty: <checkpoint>/speech_boundary (trained and saved there if missing; kept in memory without a checkpoint)
-video = ""                # empty: a moving-MNIST clip with a spoken question, made here; or any mp4 with audio
+video = ""                # empty: a test clip of demo_task, with its typed question; or any mp4 with audio
+demo_task = "video_narration_qa"   # the task whose first test sample is the demo exchange
 speed = 1.0               # replay speed: 1.0 is real time, 0 as fast as the model runs (answers then compete with it)
 turns = 4                 # turns of the streaming vs re-encoding comparison
 repeats = 3               # ... each timed this many times (median)
@@ -50,8 +53,8 @@ threads = 1               # torch CPU threads (timings on a shared CPU are stead
 seed = 0
 
 # %%
+import functools
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -59,11 +62,11 @@ import numpy as np
 import torch
 
 from omni_core import load_config
-from omni_core.data.sources.media import write_mp4
+from omni_core.data.manifest import answer_text, media_parts, read_manifest
 from omni_core.data.sources.speech import flite
-from omni_core.data.sources.video import moving_digit
-from omni_core.demo_realtime import decode_clip, replay
-from omni_core.plots import plot_speech_boundaries, plot_turn_latency
+from omni_core.demo_realtime import AVClip, decode_clip, replay
+from omni_core.plots import (StreamRecorder, format_runs, plot_speech_boundaries, plot_stream_timeline,
+                             plot_turn_latency, token_runs)
 from omni_core.speech_boundary import (SPEECH_BOUNDARY_SUBDIR, detect, evaluate_boundaries,
                                        load_or_train_speech_boundary, synth_streams, tts_sentences)
 from omni_core.stream import OmniSession, load_model
@@ -105,28 +108,31 @@ plt.show()
 # %% [markdown]
 # ## 2. Replay a clip as if it came from a camera and a microphone
 # Frames and 200 ms audio chunks are pushed at their media time. Frames are encoded only while someone
-# speaks (at `stream.video_fps`), plus the last frame seen when speech starts. The default clip is a
-# moving MNIST digit with a spoken question in its audio track, written with the data pipeline's own
-# helpers; pass `video=` for any other file (`python -m omni_core.demo_realtime` does the same from a shell).
+# speaks (at `stream.video_fps`), plus the last frame seen when speech starts. The default clip is the first
+# test sample of `demo_task` (never seen in training), after half a second of silence; its typed question
+# goes in after the speech, where the training samples have it. Pass `video=` for any other file
+# (`python -m omni_core.demo_realtime` does the same from a shell).
 
 # %%
+question = ""
 if video:
-    clip_path = Path(video)
+    clip = decode_clip(video)
 else:
-    rng = np.random.default_rng(seed)
-    from omni_core.data.sources.images import mnist
-    digits, _ = mnist()
-    question = flite("which digit is moving and where does it go", "slt")
-    audio = np.concatenate([np.zeros(8000, np.float32), question, np.zeros(16000, np.float32)])
-    frames = moving_digit(digits[seed], "right", frames=int(len(audio) / 16000 * 8), size=64, rng=rng)
-    clip_path = Path(tempfile.mkdtemp()) / "question.mp4"
-    write_mp4(clip_path, frames, fps=8, audio=audio)
-clip = decode_clip(clip_path)
-print(f"{clip_path}: {len(clip.frames)} frames, {len(clip.audio) / 16000:.1f} s of audio")
+    demo = next(x for x in read_manifest(Path(cfg.data.root) / "test.jsonl") if x["task"] == demo_task)
+    question = " ".join(p["text"] for p in demo["messages"][0]["content"] if p["type"] == "text")
+    recorded = decode_clip(Path(cfg.data.root) / media_parts(demo)[0]["path"])
+    lead = 0.5
+    clip = AVClip(recorded.frames, [t + lead for t in recorded.times],
+                  np.concatenate([np.zeros(int(lead * 16000), np.float32), recorded.audio]))
+    print(f"test sample {demo['id']}: {question!r}, reference answer {answer_text(demo)!r}")
+print(f"{len(clip.frames)} frames, {len(clip.audio) / 16000:.1f} s of audio")
 
-log = []
+# %%
 session = OmniSession(model, processor, speech_boundary, cfg.stream, on_text=lambda t: print(t, end="", flush=True),
-                      on_event=lambda e: log.append(e) or print(f"\n[{e.time:5.2f}s] {e.kind}", flush=True))
+                      on_event=lambda e: print(f"\n[{e.time:5.2f}s] {e.kind}", flush=True))
+if question:        # the session calls end_turn at the end of speech: the typed question follows the audio
+    session.end_turn = functools.partial(session.end_turn, text=question)
+timeline = StreamRecorder(session)
 replay(session, clip, cfg.stream.chunk_seconds, speed=speed)
 turn = session.turns[0]
 print(f"\n\nframes encoded while speaking: {turn.frames}; audio fed at the end: {turn.audio_seconds:.2f} s; "
@@ -134,24 +140,25 @@ print(f"\n\nframes encoded while speaking: {turn.frames}; audio fed at the end: 
       f"first token {1000 * turn.latency:.0f} ms after the end of speech")
 
 # %% [markdown]
-# The conversation as the LLM saw it, media placeholders collapsed. It is the chat template's layout,
-# the same sequence the model was trained on:
+# ### The exchange on a time line
+# Top lane: the audio, the head's P(speech) (dotted: the threshold) and, shaded, the speech from the moment
+# the head detects it to the red line where it decides the user has finished: the arrow is the silence it
+# waited for (`stream.min_silence_seconds`), so pauses between words do not end a turn. Below: the frames
+# prefilled while the user speaks (green, a few tokens each, already in the KV cache), the end-of-turn
+# prefill (red: the utterance's audio and the template), and the answer (the diamond is its first token).
+# The time from the red line to the diamond is what the user waits: it holds no frame, whatever the video.
+
+# %%
+plot_stream_timeline(timeline.records, clip.audio, session.detector.probs, speech_boundary.hop_seconds,
+                     cfg.stream.end_threshold, out=Path(cfg.eval.figures_dir) / "stream_timeline")
+
+# %% [markdown]
+# The conversation as the LLM saw it, each run of media placeholders collapsed. It is the chat template's
+# layout, the same sequence the model was trained on:
 
 # %%
 tok = processor.tokenizer
-text, run = [], None
-for t in session.ids:
-    piece = tok.convert_ids_to_tokens(t)
-    if piece.endswith("_pad|>"):
-        if run and run[0] == piece:
-            run[1] += 1
-            continue
-        run = [piece, 1]
-        text.append(run)
-    else:
-        run = None
-        text.append(tok.decode([t]))
-print("".join(p if isinstance(p, str) else f"{p[0]}x{p[1]}" for p in text))
+print(format_runs(token_runs(session.ids, tok)))
 
 # %% [markdown]
 # ## 3. Streaming vs re-encoding at the end of each turn
@@ -186,6 +193,7 @@ plt.show()
 
 # %%
 s = OmniSession(model, processor, speech_boundary, cfg.stream, auto_answer=False)
+barge_in = StreamRecorder(s)
 s.end_turn(text="Tell me a long story.")
 s.answer_async(max_new_tokens=500, min_new_tokens=500)
 interruption = flite("stop, tell me about the video instead", "awb")
@@ -195,3 +203,11 @@ for i in range(0, len(interruption), 3200):
 first = s.turns[0]
 print(f"interrupted: {first.interrupted}; answer tokens before the stop: "
       f"{len(tok(first.answer, add_special_tokens=False)['input_ids'])} of 500; session state: {s.state}")
+
+# %% [markdown]
+# On a time line: the answer streams until the new speech is detected (green triangle), then stops at the
+# barge-in (magenta); the interruption's audio is pushed as fast as it comes here, not in real time.
+
+# %%
+plot_stream_timeline(barge_in.records)
+plt.show()

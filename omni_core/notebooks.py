@@ -9,18 +9,26 @@ Reviewers read ``notebooks/*.py`` (jupytext py:percent); JupyterLab and papermil
 
 `run` is what every dvc.yaml stage calls: papermill (kernel python3, cwd the repo root), then the HTML
 copy, in one process -- the `papermill` and `jupyter nbconvert` commands would each pay ~3-5 s of imports.
+Its kernels draw no progress bars (`REPORT_ENV`); `noisy_outputs` lists what an executed report should not hold.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from omni_core.config import REPO_ROOT
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+# The environment `run` gives its kernels. A report keeps every redraw of a progress bar as an output of its
+# own (hundreds of stderr boxes per training stage); tqdm takes its `disable` default from TQDM_DISABLE, and
+# `omni_core.train.launch.train` turns its bars off on it too. Bars stay on in JupyterLab and the CLI.
+REPORT_ENV = {"TQDM_DISABLE": "1"}
 
 
 def _pairs(folder: Path = NOTEBOOKS) -> list[tuple[Path, Path]]:
@@ -83,6 +91,36 @@ def check(folder: Path = NOTEBOOKS) -> list[str]:
     return problems
 
 
+def noisy_outputs(nb) -> list[str]:
+    """What an executed notebook (a dict or nbformat node) should not show, one line per output: errors, and
+    stderr streams (progress bars, warnings, log lines of a handler on stderr)."""
+    found = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                found.append(f"cell {i}: error {out.get('ename')}: {out.get('evalue')}")
+            elif out.get("output_type") == "stream" and out.get("name") == "stderr":
+                text = out.get("text", "")
+                text = "".join(text) if isinstance(text, list) else text     # .ipynb JSON may split it in lines
+                found.append(f"cell {i}: stderr {text.strip()[:300]!r}")
+    return found
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """`values` set in os.environ (which a kernel inherits when it starts), the previous ones back afterwards."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def parameter_value(text: str):
     """A `-p` value typed as papermill's command line types it: None/True/False, int, float, else str."""
     if text in ("None", "True", "False"):
@@ -110,8 +148,9 @@ def run(notebook: Path, output: Path, parameters: dict | None = None, cwd: Path 
         # "immediate": once the last cell has run, the kernel is killed instead of asked to exit. A kernel
         # holding torch and transformers spends 2.5-3.5 s in interpreter teardown, every stage; its cells
         # have written and closed their files by then, and papermill has every output.
-        papermill.execute_notebook(str(notebook), str(output), parameters=parameters or {}, kernel_name="python3",
-                                   cwd=str(cwd), progress_bar=False, shutdown_kernel="immediate")
+        with _environment(REPORT_ENV):
+            papermill.execute_notebook(str(notebook), str(output), parameters=parameters or {}, kernel_name="python3",
+                                       cwd=str(cwd), progress_bar=False, shutdown_kernel="immediate")
     finally:
         if output.exists():
             html, _ = HTMLExporter().from_notebook_node(nbformat.read(output, as_version=4))

@@ -1,4 +1,5 @@
-"""Committed notebooks stay paired with their py:percent sources and carry no outputs."""
+"""Committed notebooks stay paired with their py:percent sources and carry no outputs; executed ones show
+no progress bars, warnings or errors."""
 import os
 import time
 
@@ -44,13 +45,18 @@ def test_run_injects_parameters_and_writes_html_even_when_a_cell_fails(tmp_path)
 
     (tmp_path / "01_demo.py").write_text(
         "# %% tags=[\"parameters\"]\nx = 1\nname = 'a'\n\n# %%\nassert x != 0, 'x must not be 0'\nprint(f'x={x!r} name={name!r}')\n"
-        "import os\nwith open('written.txt', 'w') as f:\n    f.write('z' * 100_000)\nprint(f'pid={os.getpid()}')\n")
+        "import os\nwith open('written.txt', 'w') as f:\n    f.write('z' * 100_000)\nprint(f'pid={os.getpid()}')\n"
+        "from tqdm import tqdm\nfor _ in tqdm(range(3), desc='bar'):\n    pass\n")
     notebooks.sync(tmp_path)
+    env_before = os.environ.get("TQDM_DISABLE")
     out = notebooks.run(tmp_path / "01_demo.ipynb", tmp_path / "reports" / "01_demo.ipynb",
                         {"x": notebooks.parameter_value("7"), "name": notebooks.parameter_value("1e_audio")},
                         cwd=tmp_path)
     printed = "".join(o.get("text", "") for c in nbformat.read(out, 4).cells for o in c.get("outputs", []))
     assert "x=7 name='1e_audio'" in printed
+    # the kernel drew no progress bar (a report would keep each redraw); this process's environment is as it was
+    assert notebooks.noisy_outputs(nbformat.read(out, 4)) == []
+    assert os.environ.get("TQDM_DISABLE") == env_before
     assert "x=7" in out.with_suffix(".html").read_text()
     # the kernel is killed after its last cell (no interpreter teardown): what the cells wrote is all there
     assert (tmp_path / "written.txt").read_text() == "z" * 100_000
@@ -64,3 +70,19 @@ def test_run_injects_parameters_and_writes_html_even_when_a_cell_fails(tmp_path)
         notebooks.run(tmp_path / "01_demo.ipynb", tmp_path / "failed.ipynb", {"x": 0}, cwd=tmp_path)
     assert "x must not be 0" in (tmp_path / "failed.html").read_text()
     assert [notebooks.parameter_value(v) for v in ("None", "True", "3", "0.5", "0_text")] == [None, True, 3, 0.5, "0_text"]
+
+
+def test_noisy_outputs_lists_stderr_streams_and_errors():
+    def code(*outputs):
+        return {"cell_type": "code", "source": "", "outputs": list(outputs)}
+
+    clean = [{"cell_type": "markdown", "source": "# title"},
+             code({"output_type": "stream", "name": "stdout", "text": "0_text finished: 2 steps\n"},
+                  {"output_type": "display_data", "data": {"text/plain": "<Figure>"}, "metadata": {}})]
+    assert notebooks.noisy_outputs({"cells": clean}) == []
+    noisy = clean + [code({"output_type": "stream", "name": "stderr", "text": ["0_text:  50%|", "#####     | 1/2\n"]}),
+                     code({"output_type": "error", "ename": "ValueError", "evalue": "boom", "traceback": []})]
+    assert notebooks.noisy_outputs({"cells": noisy}) == ["cell 2: stderr '0_text:  50%|#####     | 1/2'",
+                                                        "cell 3: error ValueError: boom"]
+    # an nbformat node reads the same as the JSON dict
+    assert notebooks.noisy_outputs(nbformat.from_dict({"cells": noisy})) == notebooks.noisy_outputs({"cells": noisy})

@@ -1,9 +1,10 @@
 """Both DVC pipelines (dvc.yaml, ablations/dvc.yaml) on the smoke profile, in a temporary copy of the repo.
 
 Runs the real thing (dvc -> papermill -> notebooks -> omni_core), a handful of steps per stage, and
-checks every out, metric and report exists; then that a second `dvc repro` has nothing to do, that
-an evaluation param reruns only evaluation and figures, that the local remote restores the outputs, and
-that a `dvc repro` killed in the middle of a training stage resumes it when rerun.
+checks every out, metric and report exists and that no report shows stderr output or an error; then that
+a second `dvc repro` has nothing to do, that an evaluation param reruns only evaluation and figures, that
+the local remote restores the outputs, and that a `dvc repro` killed in the middle of a training stage
+resumes it when rerun.
 """
 import os
 import re
@@ -73,6 +74,19 @@ def test_every_out_metric_and_report_exists(smoke_repo):
         assert (smoke_repo / "ablations" / arm / "result.json").exists(), arm
     assert list((smoke_repo / "reports").glob("*.html")), "no HTML reports"
     assert (smoke_repo / "data/prepared/train.jsonl").stat().st_size > 0
+
+
+def test_executed_reports_show_no_stderr_and_no_errors(smoke_repo):
+    """Reports are for reading: no progress-bar redraws, warnings or stray log lines on stderr, no errors.
+    Before the tests below rerun any stage."""
+    import nbformat
+
+    from omni_core.notebooks import noisy_outputs
+
+    reports = sorted((smoke_repo / "reports").glob("*.ipynb"))
+    assert len(reports) >= 10, reports
+    noisy = {r.name: found for r in reports if (found := noisy_outputs(nbformat.read(r, as_version=4)))}
+    assert not noisy, "\n".join(f"{name}: {line}" for name, lines in noisy.items() for line in lines[:5])
 
 
 def test_second_repro_is_a_no_op_and_eval_params_rerun_only_eval(smoke_repo):

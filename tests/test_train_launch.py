@@ -58,4 +58,30 @@ def test_train_runs_a_one_process_stage_in_this_process(tmp_path, capsys):
     log = tmp_path / "logs/0_text/train.log"
     summary = train("0_text", params=params, log_file=log)
     assert summary["steps"] == 2 and (tmp_path / "checkpoints/0_text/model/model.safetensors").is_file()
-    assert "0_text finished" in log.read_text() and "0_text finished" in capsys.readouterr().out
+    # the cell gets a few lines; the log file also keeps the whole summary
+    out, logged = capsys.readouterr().out, log.read_text()
+    assert "0_text finished: 2 steps in" in out and "val loss:" in out and "0_text finished: 2 steps" in logged
+    assert '"supervised_tokens_per_s"' in logged and "supervised_tokens_per_s" not in out
+    assert "Setting accelerator" not in out      # deepspeed's probe, imported by save_pretrained
+
+
+def test_describe_summary_is_a_few_lines_with_the_headline_metrics():
+    from omni_core.train.launch import describe_summary
+
+    lm = {"stage": "0_text", "params": {"llm": {"total": 10, "trainable": 10}}, "world_size": 1, "backend": "torch",
+          "val_loss_start": 7.7244, "train_loss": 1.97, "val_loss_end": 2.3042, "steps": 400, "wall_s": 103.06,
+          "tokens_per_s": 4557.8, "supervised_tokens_per_s": 2344.5}
+    assert describe_summary(lm) == "0_text finished: 400 steps in 1 min 43 s, 4,558 tokens/s\n  val loss: 7.724 -> 2.304"
+    encoder = {"stage": "0_vision", "val_loss_start": 3.43, "val_accuracy_start": 8.6, "val_word_accuracy_start": 2.0,
+               "train_loss": 0.3, "wall_s": 7.25, "val_loss_end": 0.51, "val_accuracy_end": 84.17,
+               "val_word_accuracy_end": 74.75, "steps": 1000, "val_accuracy_chance": 10.0}
+    assert describe_summary(encoder).splitlines() == [
+        "0_vision finished: 1000 steps in 7.2 s", "  val loss: 3.430 -> 0.510",
+        "  val accuracy: 8.6 % -> 84.2 % (chance 10.0 %)", "  val word accuracy: 2.0 % -> 74.8 %"]
+    audio = {"stage": "1e_audio", "projector_ctc_val_wer_start": 162.09, "projector_ctc_val_wer_end": 13.74,
+             "projector_ctc_loss_end": 0.14, "val_loss_start": 2.75, "val_loss_end": 1.61, "steps": 200, "wall_s": 3700.0}
+    assert describe_summary(audio).splitlines() == [
+        "1e_audio finished: 200 steps in 1 h 01 min", "  val loss: 2.750 -> 1.610",
+        "  projector CTC val WER: 162.1 % -> 13.7 %"]
+    skipped = {"stage": "0_text", "profile": "small", "skipped": True, "next_stage_starts_from": "models/converted"}
+    assert describe_summary(skipped) == "0_text skipped: the next stage starts from models/converted"

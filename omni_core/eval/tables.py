@@ -3,7 +3,8 @@
 Each section has two tables that are never merged: *measured* (this run, on our held-out test split,
 with the chance level beside every number) and *reported (paper)* (Baichuan-Omni 7B on public
 benchmarks, from :mod:`omni_core.eval.paper_results`). Input is the dict :func:`omni_core.eval.runner.evaluate`
-returns, or the same data read back from ``metrics/*.json`` by :func:`load_results`.
+returns, or the same data read back from ``metrics/*.json`` by :func:`load_results`. The README's
+results table is built from the same cells by :mod:`omni_core.eval.readme_results`.
 """
 from __future__ import annotations
 
@@ -31,13 +32,15 @@ def load_results(metrics_dir: str | Path) -> dict:
     return {"settings": settings, "tables": tables}
 
 
-def _fmt(x: float | None) -> str:
+def fmt_number(x: float | None) -> str:
+    """One decimal (three below 1, so small values keep a digit); "–" for a missing number."""
     if x is None:
         return "–"
     return f"{x:.1f}" if abs(x) >= 1 or x == 0 else f"{x:.3f}"
 
 
-def _md(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table, one line per row."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -62,7 +65,7 @@ def beats_chance(res: dict, metric: str) -> str:
     return "within noise" if cis.get(metric) is not None and cis[metric][0] <= 0 else "yes"
 
 
-def _margin(res: dict, metric: str) -> str:
+def margin_cell(res: dict, metric: str) -> str:
     """The margin over chance in the metric's units (positive = better) and its 95 % interval."""
     chance, ci = res.get("chance", {}).get(metric), res.get("margin_ci95", {}).get(metric)
     if chance is None:
@@ -80,20 +83,21 @@ def measured_table(table: dict) -> str:
         for m in spec.metrics:
             if m not in res:
                 continue
-            rows.append([f"{spec.title} (`{task}`)", _UNITS[m], _fmt(res[m]), _fmt(res.get("chance", {}).get(m)),
-                         _margin(res, m), beats_chance(res, m), distinct, n])
+            rows.append([f"{spec.title} (`{task}`)", _UNITS[m], fmt_number(res[m]),
+                         fmt_number(res.get("chance", {}).get(m)), margin_cell(res, m), beats_chance(res, m), distinct,
+                         n])
         if "perplexity_before" in res:
             rows.append([f"{spec.title} (`{task}`), before multimodal training", "perplexity",
-                         _fmt(res["perplexity_before"]), _fmt(res.get("chance", {}).get("perplexity")), "–", "–", "–",
-                         n])
-    return _md(["task", "metric", "measured", "chance", "margin [95 % CI]", "beats chance", "distinct answers", "n"],
-               rows)
+                         fmt_number(res["perplexity_before"]), fmt_number(res.get("chance", {}).get("perplexity")),
+                         "–", "–", "–", n])
+    return markdown_table(["task", "metric", "measured", "chance", "margin [95 % CI]", "beats chance",
+                           "distinct answers", "n"], rows)
 
 
 def reported_table(name: str) -> str:
-    rows = [[r.benchmark, r.metric + ("" if r.higher_is_better else " ↓"), _fmt(r.value), f"Table {r.paper_table}"
+    rows = [[r.benchmark, r.metric + ("" if r.higher_is_better else " ↓"), fmt_number(r.value), f"Table {r.paper_table}"
              if r.paper_table else (r.note or "")] for r in reported(name)]
-    return _md(["benchmark", "metric", f"Baichuan-Omni 7B, {LABEL}", "paper"], rows)
+    return markdown_table(["benchmark", "metric", f"Baichuan-Omni 7B, {LABEL}", "paper"], rows)
 
 
 def settings_line(settings: dict) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from omni_core.config import REPO_ROOT, ConfigError, load_config, parse_overrides
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.params, overrides=parse_overrides(args.sets) or None, profile=args.profile)
         from omni_core.train.loop import train_stage
 
-        result = train_stage(cfg, args.stage)
+        # no bar when TQDM_DISABLE is set (an executed notebook's report): tqdm's own check is overridden by disable=
+        result = train_stage(cfg, args.stage, progress=not os.environ.get("TQDM_DISABLE"))
     except (ConfigError, CheckpointMismatchError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

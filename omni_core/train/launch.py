@@ -6,7 +6,8 @@ notebook builds the command here, runs it as a subprocess and streams its log:
 
 `train(stage, ...)` does that when the run needs several processes and otherwise trains in the kernel
 itself, which has imported torch and transformers already (a second interpreter would spend ~10 s
-importing them again, for every stage of the pipeline).
+importing them again, for every stage of the pipeline). It ends with a few lines for the reader
+(`describe_summary`); the full summary is its return value and the last line of `log_file`.
 
 `launcher`: `python` (one process), `torchrun` (one node or several with a rendezvous address) or
 `deepspeed` (its launcher; a hostfile names the nodes and their GPU slots for multi-node runs).
@@ -117,11 +118,56 @@ def run(cmd: Sequence[str], log_file: str | Path | None = None, env: dict | None
     return rc
 
 
+def _number(value: float, percent: bool) -> str:
+    return f"{value:.1f} %" if percent else f"{value:.3f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def describe_summary(summary: dict) -> str:
+    """A stage's summary in a few lines: steps, wall time and throughput, then every metric measured at the
+    start and the end of the stage (val loss, an encoder warm-up's headline metric and its chance level)."""
+    stage = summary.get("stage", "stage")
+    if summary.get("skipped"):
+        return f"{stage} skipped: the next stage starts from {summary.get('next_stage_starts_from', 'the stage before')}"
+    head = f"{stage} finished: {summary.get('steps', '?')} steps"
+    if isinstance(summary.get("wall_s"), float):
+        head += f" in {_duration(summary['wall_s'])}"
+    if summary.get("tokens_per_s"):
+        head += f", {summary['tokens_per_s']:,.0f} tokens/s"
+    lines = [head]
+    measured = [k[:-len("_start")] for k in summary if k.endswith("_start") and f"{k[:-len('_start')]}_end" in summary]
+    for name in sorted(measured, key=lambda n: n != "val_loss"):       # the loss first, then in the stage's order
+        words = name.split("_")
+        percent = "accuracy" in words or "wer" in words
+        label = " ".join(w.upper() if w in ("wer", "ctc") else w for w in words)
+        line = f"  {label}: {_number(summary[f'{name}_start'], percent)} -> {_number(summary[f'{name}_end'], percent)}"
+        if isinstance(summary.get(f"{name}_chance"), float):
+            line += f" (chance {_number(summary[f'{name}_chance'], percent)})"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _progress_default() -> bool:
+    # tqdm's own switch, read as tqdm reads it (any non-empty value turns bars off): `omni_core.notebooks.run`
+    # sets it for the kernels that execute reports
+    return not os.environ.get("TQDM_DISABLE")
+
+
 def train(stage: str, *, params: str | Path = "params.yaml", profile: str | None = None,
-          sets: Sequence[str] = (), log_file: str | Path | None = None, **launch: object) -> dict | None:
+          sets: Sequence[str] = (), log_file: str | Path | None = None, progress: bool | None = None,
+          **launch: object) -> dict | None:
     """Train `stage`: in this process when it takes one (`train.nproc == 1` and no launcher options),
     returning `train_stage`'s summary; else through `build_command(..., **launch)` + `run` (returns None).
-    Either way the log lines (not the progress bar) are appended to `log_file`."""
+    Either way the log lines (not the progress bar) are appended to `log_file`.
+
+    `progress`: show the in-process run's progress bars; by default unless `TQDM_DISABLE` is set.
+    """
     from omni_core.config import load_config, parse_overrides
 
     cfg = load_config(params, overrides=parse_overrides(list(sets)) or None, profile=profile)
@@ -130,11 +176,19 @@ def train(stage: str, *, params: str | Path = "params.yaml", profile: str | None
         run(build_command(stage, params=params, profile=profile, sets=sets, **{"nproc": cfg.train.nproc, **launch}),
             log_file=log_file)
         return None
+    import torch
+
     from omni_core.train.loop import train_stage
 
+    # transformers' save_pretrained imports deepspeed (accelerate looks for its engine class), whose accelerator
+    # probe warns on stdout wherever CUDA is missing; name the CPU, as `deepspeed_cpu` does for a DeepSpeed run
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     # the CLI's log lines, in the cell and in `log_file`, for the package's loggers only
     pkg_log = logging.getLogger("omni_core")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    cell = logging.StreamHandler(sys.stdout)
+    cell.addFilter(lambda record: not getattr(record, "log_file_only", False))
+    handlers: list[logging.Handler] = [cell]
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file))
@@ -144,9 +198,11 @@ def train(stage: str, *, params: str | Path = "params.yaml", profile: str | None
         h.setFormatter(logging.Formatter(LOG_FORMAT))
         pkg_log.addHandler(h)
     try:
-        result = train_stage(cfg, stage)
+        result = train_stage(cfg, stage, progress=_progress_default() if progress is None else progress)
         summary = {k: v for k, v in result.items() if k not in ("rank", "model")}
-        pkg_log.info("%s finished: %s", stage, json.dumps(summary, default=str))
+        pkg_log.info("%s", describe_summary(summary))
+        # the whole summary (parameter counts, throughputs, every metric) for the log file, not the reader
+        pkg_log.info("%s summary: %s", stage, json.dumps(summary, default=str), extra={"log_file_only": True})
         return summary
     finally:
         pkg_log.setLevel(level)

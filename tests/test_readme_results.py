@@ -1,0 +1,87 @@
+"""The README's results block is what metrics/*.json give, and the check catches a number that moved."""
+import json
+import shutil
+
+import pytest
+
+from omni_core.eval import readme_results as R
+
+
+def test_readme_block_matches_committed_metrics():
+    diff = R.stale_diff(R.README, R.METRICS_DIR)
+    assert not diff, f"README.md's results block is stale; run `python -m omni_core.eval.readme_results --write`\n{diff}"
+
+
+@pytest.fixture
+def copies(tmp_path):
+    """A copy of the README and of metrics/*.json to change."""
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    for f in R.METRICS_DIR.glob("*.json"):
+        shutil.copy(f, metrics / f.name)
+    readme = tmp_path / "README.md"
+    readme.write_text(R.replace_block(R.README.read_text(), R.render_block(R.load_results(R.METRICS_DIR))))
+    return readme, metrics
+
+
+def _edit(metrics, table, task, **values):
+    f = metrics / f"{table}.json"
+    data = json.loads(f.read_text())
+    data["tasks"][task].update(values)
+    f.write_text(json.dumps(data))
+
+
+def test_check_reports_a_changed_number(copies, capsys):
+    readme, metrics = copies
+    assert R.stale_diff(readme, metrics) == "" and R.main(["--check", "--readme", str(readme),
+                                                         "--metrics", str(metrics)]) == 0
+    _edit(metrics, "image", "image_vqa", accuracy=52.0)
+    diff = R.stale_diff(readme, metrics)
+    assert "-| image | image_vqa | accuracy % | 49.7 | 34.7 | +15.0 [+8.7, +21.3] |" in diff
+    assert "+| image | image_vqa | accuracy % | 52.0 | 34.7 | +17.3 [+8.7, +21.3] |" in diff
+    assert R.main(["--check", "--readme", str(readme), "--metrics", str(metrics)]) == 1
+    assert "+| image | image_vqa | accuracy % | 52.0" in capsys.readouterr().out
+
+
+def test_write_rewrites_only_the_block(copies):
+    readme, metrics = copies
+    before = readme.read_text()
+    _edit(metrics, "audio", "spoken_qa", margin_ci95={"accuracy": [0.4, 7.3]})     # now clearly above chance
+    assert R.write(readme, metrics) and R.stale_diff(readme, metrics) == ""
+    after = readme.read_text()
+    assert "**All 14 tasks are clearly above chance in this run.**" in after
+    head, tail = before.split(R.START)[0], before.split(R.END)[1]
+    assert after.startswith(head + R.START) and after.endswith(R.END + tail)
+    assert not R.write(readme, metrics)                       # a second write changes nothing
+
+
+def test_missing_markers_say_what_to_do(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no results here\n")
+    with pytest.raises(ValueError, match="put the markers around the results table"):
+        R.stale_diff(readme, R.METRICS_DIR)
+
+
+def _row(table, task, res):
+    block = R.render_block({"settings": {}, "tables": {table: {"tasks": {task: res}}}})
+    return next(line for line in block.splitlines() if line.startswith(f"| {table} | {task}"))
+
+
+def test_verdicts_read_from_the_metrics():
+    # a lower bound under one unit is "by a hair"; a secondary metric that disagrees is named
+    asr = {"wer": 90.0, "cer": 80.0, "chance": {"wer": 95.0, "cer": 79.0}, "n": 10, "distinct_answers": 4,
+           "margin_ci95": {"wer": [0.5, 9.0], "cer": [-3.0, 1.0]}}
+    assert _row("audio", "asr", asr).endswith("| **clearly**, by a hair (CER: no) | 4 |")
+    # better than chance within noise reads "no"; one answer for all never counts
+    vqa = {"accuracy": 40.0, "chance": {"accuracy": 35.0}, "margin_ci95": {"accuracy": [-1.0, 11.0]}, "n": 50,
+           "distinct_answers": 9}
+    assert _row("image", "image_vqa", vqa).endswith("| +5.0 [-1.0, +11.0] | no | 9 |")
+    vqa.update(distinct_answers=1, margin_ci95={"accuracy": [2.0, 8.0]})
+    assert _row("image", "image_vqa", vqa).endswith("| no (one answer for all) | 1 |")
+    # BLEU is stated beside video captioning's chrF whether it confirms or not
+    cap = {"chrf": 60.0, "bleu": 20.0, "accuracy": 5.0, "chance": {"chrf": 50.0, "bleu": 18.0, "accuracy": 2.0},
+           "margin_ci95": {"chrf": [4.0, 16.0], "bleu": [3.0, 4.0], "accuracy": [1.0, 5.0]}, "n": 50,
+           "distinct_answers": 9}
+    assert "| **clearly** (BLEU too: 20.0 vs 18.0) |" in _row("video", "video_caption", cap)
+    cap["margin_ci95"]["bleu"] = [-1.0, 4.0]
+    assert "| **clearly** (BLEU: no) |" in _row("video", "video_caption", cap)
