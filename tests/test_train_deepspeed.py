@@ -74,5 +74,5 @@ def test_deepspeed_resume_continues_exactly(ds_run):
     assert len(resumed["losses"]) == 4                  # steps 5..8 were trained after the resume
     assert resumed["losses"] == pytest.approx(full["losses"][4:], abs=1e-6)
     a, b = torch.load(tmp / "zero2" / "weights.pt"), torch.load(tmp / "zero2_resumed" / "weights.pt")
-    # not bitwise: two gloo ranks' float sums are not bit-stable from run to run (1.5e-6 seen on 2026-11-30)
+    # not bitwise: two gloo ranks' float sums are not bit-stable from run to run (differences of 1.5e-6 occur)
     assert max(float((a[n] - b[n]).abs().max()) for n in a) < 1e-5
