@@ -44,17 +44,22 @@
 stage = "1a_image_caption"   # which sub-stage of params.yaml `stages:` to run
 params = "params.yaml"
 profile = ""                 # empty: the profile named in params.yaml
+sets = ""                    # knobs to try, separated by ";": any params.yaml key (see "Train" below)
 
 # %%
 import matplotlib.pyplot as plt
+from IPython.display import display
 
 from omni_core import load_config
+from omni_core.config import parse_overrides
+from omni_core.eval.probes import answer_probes
 from omni_core.plots import plot_stage_grid, plot_stage_loss
 from omni_core.train.launch import train
 from omni_core.train.freezing import trainable_summary
 from omni_core.train.run_state import SKIPPED_FILE, stage_dir
 
-cfg = load_config(params, profile=profile or None)
+knobs = [kv.strip() for kv in sets.split(";") if kv.strip()]
+cfg = load_config(params, overrides=parse_overrides(knobs) or None, profile=profile or None)
 st = cfg.stage(stage)
 print(f"profile={cfg.profile} stage={stage} init_from={st.init_from} steps={st.steps} batch={st.batch_size}")
 print("mixture:", st.mixture)
@@ -78,12 +83,18 @@ plt.show()
 
 # %% [markdown]
 # ## Train
+# `sets` changes any params.yaml key for this run, e.g. `"stages.1a_image_caption.steps=50"` or
+# `"stages.1a_image_caption.lr.llm=0"` (freeze the LLM, as the paper does). Cost: this stage retrains (seconds to a few
+# minutes at tiny scale; docs/performance.md lists each stage's time) and writes its checkpoint as usual, so
+# the stages after it see the change when they run; `dvc repro` then reruns them too.
+#
 # Checkpoints go to `checkpoints/<stage>/model` (HF format, loadable with `from_pretrained`) and the
 # resumable state (optimizer, scheduler, RNG, data position) to `checkpoints/<stage>/state`. If this
 # run is interrupted, rerunning it (or `dvc repro`) resumes from the last saved step.
 
 # %%
-summary = train(stage, params=params, profile=profile or None, log_file=f"{cfg.train.log_dir}/{stage}/train.log")
+summary = train(stage, params=params, profile=profile or None, sets=knobs,
+                log_file=f"{cfg.train.log_dir}/{stage}/train.log")
 
 # %% [markdown]
 # ## Loss on this stage's own data
@@ -97,3 +108,13 @@ if st.enabled:
     plt.show()
 else:
     print(f"{stage} is disabled in profile {cfg.profile}:", (stage_dir(cfg, stage) / "model" / SKIPPED_FILE).read_text())
+
+# %% [markdown]
+# ## What the model says now
+# The same test prompts after every stage, one per modality and one that mixes two (test samples are never
+# trained on): read down the stages' reports to see the curriculum in behaviour, from text-only answers after
+# 0_text to images in 1a-1c, videos in 1d, speech in 1e and their mixtures in 1f and SFT.
+
+# %%
+if st.enabled:
+    display(answer_probes(cfg, stage_dir(cfg, stage) / "model"))

@@ -41,7 +41,8 @@ from IPython.display import Markdown, display
 from omni_core import load_config
 from omni_core import plots
 from omni_core.eval.runner import evaluate
-from omni_core.eval.tables import render_markdown
+from omni_core.eval.readme_results import reading
+from omni_core.eval.tables import load_results, render_markdown
 
 cfg = load_config(params, profile=profile or None)
 ckpt = checkpoint or str(Path(cfg.train.checkpoints_dir) / cfg.eval.checkpoint / "model")
@@ -71,3 +72,12 @@ for task in [t for t in plots.CONFUSION_TASKS if t in results["predictions"]]:
 for task in results["predictions"]:
     plots.plot_prediction_grid([r for r in records if r["task"] == task], cfg.data.root, cfg.model.vision)
     plt.show()
+
+# %% [markdown]
+# ## Reading the results
+# Computed from the metrics just written, so it always says what this run measured: how many tasks beat
+# chance clearly, which do not, and whether multimodal training kept the LM's text ability (the paper says
+# it does at 7B; its held-out text perplexity before and after answers it here).
+
+# %%
+display(Markdown(reading(load_results(cfg.eval.metrics_dir))))

@@ -310,3 +310,17 @@ def test_seed_variants_are_collected_and_summarised(tmp_path):
     assert (asr["above_chance"], asr["worst_margin"], asr["higher_is_better"]) == (2, -1.0, False)      # WER: lower wins
     assert ppl["above_chance"] == 3 and ppl["mean"] == pytest.approx(94 / 3)
     assert asr["clearly_above_chance"] == 1 and "clearly_above_chance" not in vqa   # no interval recorded for vqa
+
+
+def test_probes_answer_one_test_prompt_per_task_as_the_evaluation_does(setup):
+    """A stage's probes are the first test sample of each probe task, answered greedily like the evaluation."""
+    from omni_core.eval.probes import PROBE_TASKS, answer_probes
+    from omni_core.eval.runner import generate_answers, read_manifest
+
+    cfg, model, processor, root = setup
+    table = answer_probes(cfg, root / "ckpt/2_sft/model", device="cpu")
+    assert list(table.index) == list(PROBE_TASKS)
+    firsts = [read_manifest(root / "data/test.jsonl", [t], max_per_task=1)[t][0] for t in PROBE_TASKS]
+    assert list(table["reference"]) == [s.reference for s in firsts]
+    assert list(table["answer"]) == generate_answers(model, processor, firsts, root / "data", 1, cfg.eval.max_new_tokens)
+    assert table["right"].dtype == bool

@@ -85,3 +85,19 @@ def test_verdicts_read_from_the_metrics():
     assert "| **clearly** (BLEU too: 20.0 vs 18.0) |" in _row("video", "video_caption", cap)
     cap["margin_ci95"]["bleu"] = [-1.0, 4.0]
     assert "| **clearly** (BLEU: no) |" in _row("video", "video_caption", cap)
+
+
+def test_reading_says_what_the_text_perplexity_did(tmp_path):
+    """Notebook 04's closing words come from the metrics: a perplexity that rose reads as text ability not
+    fully kept, one that fell as kept."""
+    from omni_core.eval.tables import load_results
+
+    said = R.reading(load_results(R.METRICS_DIR))
+    text = json.loads((R.METRICS_DIR / "text.json").read_text())["tasks"]["text_lm"]
+    assert ("not fully kept" in said) == (text["perplexity"] > text["perplexity_before"])
+    shutil.copytree(R.METRICS_DIR, tmp_path / "m")
+    doc = json.loads((tmp_path / "m" / "text.json").read_text())
+    doc["tasks"]["text_lm"]["perplexity"] = doc["tasks"]["text_lm"]["perplexity_before"] / 2
+    (tmp_path / "m" / "text.json").write_text(json.dumps(doc))
+    flipped = R.reading(load_results(tmp_path / "m"))
+    assert "text ability was kept" in flipped and "not fully kept" not in flipped

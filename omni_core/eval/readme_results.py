@@ -138,6 +138,26 @@ def _summary(results: dict) -> str:
             + (f"all but {', '.join(below)}." if above else "none."))
 
 
+def reading(results: dict) -> str:
+    """A few sentences that read the results, computed from them (notebook 04 closes with it, so the words
+    cannot go stale): how many tasks are clearly above chance, which are not, and what multimodal training
+    did to the text perplexity, which the paper says it keeps."""
+    lines = [_summary(results)]
+    close = [task for t in results["tables"].values() for task, res in t.get("tasks", {}).items()
+             if _verdict(res, _headline(task, res)) == "clearly"
+             and (res.get("margin_ci95", {}).get(_headline(task, res)) or [_BY_A_HAIR])[0] < _BY_A_HAIR]
+    if close:
+        lines.append(f"Clearly but by a hair (the interval's lower end under one unit): {', '.join(close)}.")
+    for task, res in results["tables"].get("text", {}).get("tasks", {}).items():
+        if "perplexity_before" in res:
+            before, after = res["perplexity_before"], res["perplexity"]
+            change = "rose" if after > before else "fell"
+            lines.append(f"{task} perplexity {change} from {before:.1f} before multimodal training to {after:.1f} "
+                         f"after it ({after / before - 1:+.0%}; lower is better): "
+                         + ("text ability was not fully kept." if after > before else "text ability was kept."))
+    return "\n\n".join(lines)
+
+
 def render_block(results: dict) -> str:
     """The block between the markers (markers excluded), from what :func:`load_results` returns."""
     header = ["table", "task", "metric", "measured", "chance", "margin [95 % CI]", "above chance", "answers"]
