@@ -11,7 +11,8 @@
 # %% [markdown]
 # # 03 · Multimodal multitask SFT
 #
-# The second phase of Baichuan-Omni (paper §2): every module trainable, one mixture of all tasks
+# The second phase of Baichuan-Omni (paper §2): every module trainable in the paper (the tiny profile keeps
+# its warmed-up encoders frozen: the grid below shows both), one mixture of all tasks
 # (text, image, video, audio, image + audio and video with its own sound track), starting from the omni-aligned checkpoint
 # of stage 1f. The paper packs several samples into each sequence with flash-attention's `cu_seqlens`
 # so no compute is spent on padding; here packing is the same idea on CPU: samples share a row,
