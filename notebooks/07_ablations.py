@@ -11,14 +11,14 @@
 # %% [markdown]
 # # 07 · Ablations
 #
-# Two experiments the paper uses to justify its design, rerun at our scale by the second pipeline
+# One experiment of the paper and two of this project's own, run at our scale by the second pipeline
 # (`make ablations`, i.e. `dvc repro ablations/dvc.yaml`, after the main one):
 #
-# 1. **audio downsampling** (paper Figure 6): the Conv-GMLP projector pools the Whisper encoder's 50
+# 1. **audio downsampling** (the paper's Figure 6): the Conv-GMLP projector pools the Whisper encoder's 50
 #    frames per second by a rate n. Each variant retrains stage 1e with n = 2, 4 or 8 from the same
-#    checkpoint and scores ASR;
-# 2. **staging**: the recipe's stages against one joint mixture of every task trained from the same
-#    starting point with the same number of training tokens;
+#    checkpoint and scores ASR (one seed each: read small differences as noise);
+# 2. **staging** (this project's question, not an ablation of the paper's): the recipe's stages against
+#    one joint mixture of every task trained from the same starting point with the same number of tokens;
 # 3. **seeds**: the recipe itself redrawn with other `train.seed` values, to see which scores are
 #    robustly above chance and which move across it from one draw to the next.
 #
