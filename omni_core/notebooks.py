@@ -17,9 +17,8 @@ import argparse
 import hashlib
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from unittest.mock import patch
 
 from omni_core.config import REPO_ROOT
 
@@ -106,21 +105,6 @@ def noisy_outputs(nb) -> list[str]:
     return found
 
 
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """`values` set in os.environ (which a kernel inherits when it starts), the previous ones back afterwards."""
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def parameter_value(text: str):
     """A `-p` value typed as papermill's command line types it: None/True/False, int, float, else str."""
     if text in ("None", "True", "False"):
@@ -148,7 +132,7 @@ def run(notebook: Path, output: Path, parameters: dict | None = None, cwd: Path 
         # "immediate": once the last cell has run, the kernel is killed instead of asked to exit. A kernel
         # holding torch and transformers spends 2.5-3.5 s in interpreter teardown, every stage; its cells
         # have written and closed their files by then, and papermill has every output.
-        with _environment(REPORT_ENV):
+        with patch.dict(os.environ, REPORT_ENV):     # the kernel inherits it; the caller's is restored after
             papermill.execute_notebook(str(notebook), str(output), parameters=parameters or {}, kernel_name="python3",
                                        cwd=str(cwd), progress_bar=False, shutdown_kernel="immediate")
     finally:

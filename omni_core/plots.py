@@ -981,9 +981,9 @@ def plot_confusion(records: Sequence[Mapping], task: str, out: str | Path | None
 
 def is_right(record: Mapping) -> bool:
     """The prediction equals the reference after the metric's normalisation (exact match)."""
-    from .eval.metrics import normalize_answer
+    from .eval.metrics import answers_match
 
-    return normalize_answer(record["prediction"]) == normalize_answer(record["reference"])
+    return answers_match(record["prediction"], record["reference"])
 
 
 def plot_prediction_grid(records: Sequence[Mapping], root: str | Path, vision=None, per_task: int = 4,

@@ -67,10 +67,15 @@ def _check(preds: Sequence[str], refs: Sequence[str], name: str) -> None:
         raise ValueError(f"{name}: no samples; the task's test split is empty (check data/prepared/test.jsonl)")
 
 
+def answers_match(pred: str, ref: str) -> bool:
+    """One prediction is right under exact match: equal to its reference after :func:`normalize_answer`."""
+    return normalize_answer(pred) == normalize_answer(ref)
+
+
 def exact_match(preds: Sequence[str], refs: Sequence[str]) -> float:
     """Percentage of predictions equal to their reference after :func:`normalize_answer`."""
     _check(preds, refs, "exact_match")
-    return 100.0 * sum(normalize_answer(p) == normalize_answer(r) for p, r in zip(preds, refs)) / len(refs)
+    return 100.0 * sum(answers_match(p, r) for p, r in zip(preds, refs)) / len(refs)
 
 
 accuracy = exact_match   # the paper's "Acc." for VQA / MCQ answers is exact match of the normalised answer

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from omni_core.config import Config
-from omni_core.eval.metrics import normalize_answer
+from omni_core.eval.metrics import answers_match
 from omni_core.eval.runner import generate_answers, load_checkpoint, read_manifest
 
 # one task per modality, and one that mixes two: text, image, video, speech, image + speech
@@ -30,5 +30,5 @@ def answer_probes(cfg: Config, checkpoint_dir: str | Path, tasks: tuple[str, ...
     answers = generate_answers(model, processor, samples, root, batch_size=1,   # one modality mix per batch
                                max_new_tokens=cfg.eval.max_new_tokens)
     rows = [{"task": s.task, "question": s.question, "reference": s.reference, "answer": a,
-             "right": normalize_answer(a) == normalize_answer(s.reference)} for s, a in zip(samples, answers)]
+             "right": answers_match(a, s.reference)} for s, a in zip(samples, answers)]
     return pd.DataFrame(rows).set_index("task")

@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 
 from omni_core.config import REPO_ROOT, ConfigError, load_config, parse_overrides
-from omni_core.train.launch import LOG_FORMAT
+from omni_core.train.launch import LOG_FORMAT, progress_default
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.params, overrides=parse_overrides(args.sets) or None, profile=args.profile)
         from omni_core.train.loop import train_stage
 
-        # no bar when TQDM_DISABLE is set (an executed notebook's report): tqdm's own check is overridden by disable=
-        result = train_stage(cfg, args.stage, progress=not os.environ.get("TQDM_DISABLE"))
+        # no bar in an executed notebook's report: train_stage passes disable= to tqdm, which overrides tqdm's own check
+        result = train_stage(cfg, args.stage, progress=progress_default())
     except (ConfigError, CheckpointMismatchError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

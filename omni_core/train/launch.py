@@ -153,9 +153,10 @@ def describe_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _progress_default() -> bool:
-    # tqdm's own switch, read as tqdm reads it (any non-empty value turns bars off): `omni_core.notebooks.run`
-    # sets it for the kernels that execute reports
+def progress_default() -> bool:
+    """Whether a run draws progress bars: no when tqdm's own switch TQDM_DISABLE is set (any non-empty value,
+    as tqdm reads it), which `omni_core.notebooks.run` sets for the kernels that execute reports. The CLI and
+    `train` pass it on, because `train_stage` hands tqdm an explicit `disable=` that overrides tqdm's check."""
     return not os.environ.get("TQDM_DISABLE")
 
 
@@ -198,7 +199,7 @@ def train(stage: str, *, params: str | Path = "params.yaml", profile: str | None
         h.setFormatter(logging.Formatter(LOG_FORMAT))
         pkg_log.addHandler(h)
     try:
-        result = train_stage(cfg, stage, progress=_progress_default() if progress is None else progress)
+        result = train_stage(cfg, stage, progress=progress_default() if progress is None else progress)
         summary = {k: v for k, v in result.items() if k not in ("rank", "model")}
         pkg_log.info("%s", describe_summary(summary))
         # the whole summary (parameter counts, throughputs, every metric) for the log file, not the reader
