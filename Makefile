@@ -41,10 +41,12 @@ apt:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
 	fi
 
-$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt requirements-lmms.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "is ignored: it is neither" || true
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt 2>&1 | grep -v "is ignored: it is neither" || true
+# lmms-eval (optional extra, tests/test_lmms_eval.py): --no-deps, so its own pins (av<16, wandb, ...) cannot move ours
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-lmms.txt 2>&1 | grep -v "is ignored: it is neither" || true
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "is ignored: it is neither" || true
 	$(PY) -c "import torch, transformers, deepspeed, papermill, dvc, omni_core" 
 	@touch $(STAMP)

@@ -9,6 +9,7 @@ or out-of-range value names the key and what is allowed.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from . import task_registry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODULES = ("vision_encoder", "vision_projector", "video_projector", "audio_encoder", "audio_projector", "llm")
@@ -100,6 +103,21 @@ class ModelConfig:
 
 
 # ---------------------------------------------------------------------------------------------- data
+PREPARED_SOURCE = "prepared"      # the built-in source: the manifests `prepare` writes under data.root
+
+
+@dataclass
+class SourceConfig:
+    """A dataset of its own (one manifest per split, e.g. from `python -m omni_core.data import-llava`) that
+    stages mix with the prepared data; paths are relative to the working directory, as data.root is."""
+    name: str = ""
+    train: str | None = None         # JSONL manifest; media paths inside are relative to its folder
+    val: str | None = None           # None: the source takes no part in validation
+    test: str | None = None
+    license: str = ""                # the dataset's licence (SPDX id), on record beside the mix
+    weight: float = field(default=1.0, metadata=_range(0.0))   # default share of a stage's samples (see stages.<name>.sources)
+
+
 @dataclass
 class DataConfig:
     root: str = "data/prepared"
@@ -116,6 +134,40 @@ class DataConfig:
     max_audio_seconds: float = field(default=3.0, metadata=_range(0.5))
     num_workers: int = field(default=0, metadata=_range(0, 64))
     on_bad_sample: Literal["error", "skip"] = "error"
+    # datasets mixed with the prepared one (source "prepared", weight 1), each drawn by its weight: docs/interfaces.md
+    sources: list[SourceConfig] = field(default_factory=list, metadata={"omit_default": True})
+
+
+def _validate_sources(cfg: Config, source: str) -> None:
+    """The source list and each stage's source weights (the manifests' existence is checked when a stage
+    reads them: `prepare` or an import may write them after the config is loaded)."""
+    names = [PREPARED_SOURCE]
+    for i, src in enumerate(cfg.data.sources):
+        key = f"data.sources[{i}]"
+        if not src.name:
+            raise ConfigError(f"{source}: {key}.name is empty; name the source (stages weight it under "
+                              f"stages.<stage>.sources.<name>)")
+        if src.name == PREPARED_SOURCE:
+            raise ConfigError(f"{source}: {key}.name {PREPARED_SOURCE!r} is the built-in data under data.root; "
+                              f"pick another name, and weight the built-in data with stages.<stage>.sources.prepared")
+        if src.name in names:
+            raise ConfigError(f"{source}: {key}.name {src.name!r} names two sources; give each its own name")
+        if not src.train:
+            raise ConfigError(f"{source}: {key}.train is missing; set it to the source's train manifest (JSONL)")
+        if not src.license.strip():
+            raise ConfigError(f"{source}: {key}.license is empty; name the dataset's licence (e.g. CC-BY-4.0), so "
+                              f"the mix's terms are on record")
+        names.append(src.name)
+    for name, st in cfg.stages.items():
+        for src_name, w in st.sources.items():
+            if src_name not in names:
+                raise ConfigError(f"{source}: stages.{name}.sources.{src_name} is not a data source"
+                                  f"{_suggest(src_name, names)}; sources: {', '.join(names)} (add it to data.sources)")
+            if w < 0:
+                raise ConfigError(f"{source}: stages.{name}.sources.{src_name} = {w} is out of range; allowed [0, inf)")
+        if st.sources and st.objective != "lm":
+            raise ConfigError(f"{source}: stages.{name}.sources is not used by objective {st.objective} (it reads "
+                              f"its own data); remove it")
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -127,6 +179,8 @@ class StageConfig:
     enabled: bool = True                 # small/full skip stage 0 (their LLM is already pretrained)
     init_from: str | None = None      # previous stage name; None = fresh model
     mixture: dict[str, float] = field(default_factory=dict)   # task -> sampling weight
+    # data source -> weight, over data.sources[].weight (the prepared data: 1); 0 leaves a source out
+    sources: dict[str, float] = field(default_factory=dict, metadata={"omit_default": True})
     steps: int = field(default=100, metadata=_range(1))
     batch_size: int = field(default=8, metadata=_range(1))
     grad_accum: int = field(default=1, metadata=_range(1))
@@ -167,6 +221,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     lora_rank: int = field(default=0, metadata=_range(0))      # >0: LoRA on the LLM via peft, merged on export
     resume: Literal["auto", "never"] = "auto"
+    keep_states: int = field(default=2, metadata=_range(1))   # resumable states kept per stage (older ones are the fallback)
     checkpoints_dir: str = "checkpoints"
     log_dir: str = "logs"
     threads: int = field(default=0, metadata=_range(0))       # torch CPU threads; 0 = torch default
@@ -205,10 +260,17 @@ class Config:
     stages: dict[str, StageConfig] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    # the user's own tasks: name -> declaration (omni_core/task_registry.py); the built-ins need none
+    tasks: dict[str, dict] | None = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, stage in self.stages.items():
             stage.name = name
+        self.tasks = self.tasks or {}         # `tasks:` left empty in YAML reads as None
+
+    def task_registry(self) -> dict[str, task_registry.TaskSpec]:
+        """Every task this config knows: the built-ins, then the declarations under `tasks:` (validated)."""
+        return task_registry.merge(self.tasks)
 
     def stage(self, name: str) -> StageConfig:
         if name not in self.stages:
@@ -230,10 +292,29 @@ class Config:
 
     def to_dict(self) -> dict:
         """The config as a params file would hold it (`load_config` reads it back; no loader-set fields)."""
-        d = dataclasses.asdict(self)
+        d = _asdict(self)
         for stage in d["stages"].values():
             del stage["name"]
         return d
+
+
+def _asdict(obj: Any) -> Any:
+    """``dataclasses.asdict``, less the fields marked ``omit_default`` while they hold their default: a key
+    added later leaves the dict, and so every config hash of a run that does not use it, as it was."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.metadata.get("omit_default") and value == (f.default_factory() if callable(f.default_factory)
+                                                            else f.default):
+                continue
+            out[f.name] = _asdict(value)
+        return out
+    if isinstance(obj, dict):
+        return {k: _asdict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_asdict(v) for v in obj)
+    return copy.deepcopy(obj)
 
 
 # -------------------------------------------------------------------------------------------- loader
@@ -325,6 +406,10 @@ def _build(cls, raw: Any, prefix: str, source: str):
 
 
 def _validate(cfg: Config, source: str) -> None:
+    try:
+        tasks = cfg.task_registry()
+    except task_registry.TaskDeclarationError as e:
+        raise ConfigError(f"{source}: {e}") from None
     for name, st in cfg.stages.items():
         for mod, lr in st.lr.items():
             if mod not in MODULES:
@@ -357,6 +442,13 @@ def _validate(cfg: Config, source: str) -> None:
         for task, w in st.mixture.items():
             if w < 0:
                 raise ConfigError(f"{source}: stages.{name}.mixture.{task} = {w} must be >= 0")
+            if task not in tasks:
+                raise ConfigError(f"{source}: stages.{name}.mixture.{task}: "
+                                  f"{task_registry.undeclared_task(task, tasks)}")
+            if tasks[task].eval_only and w > 0:
+                raise ConfigError(f"{source}: stages.{name}.mixture.{task}: {task} has no training split (test "
+                                  f"only); drop it from the mixture")
+    _validate_sources(cfg, source)
 
 
 def load_config(params: str | Path = REPO_ROOT / "params.yaml", overrides: dict | None = None,
@@ -383,4 +475,5 @@ def load_config(params: str | Path = REPO_ROOT / "params.yaml", overrides: dict 
     raw["profile"] = profile
     cfg = _build(Config, raw, "", source)
     _validate(cfg, source)
+    task_registry.activate(cfg.task_registry())   # what tables and figures, which get no config, look tasks up in
     return cfg

@@ -86,3 +86,22 @@ def test_noisy_outputs_lists_stderr_streams_and_errors():
                                                         "cell 3: error ValueError: boom"]
     # an nbformat node reads the same as the JSON dict
     assert notebooks.noisy_outputs(nbformat.from_dict({"cells": noisy})) == notebooks.noisy_outputs({"cells": noisy})
+
+
+def test_ablations_notebook_draws_the_committed_results_without_the_ablation_pipeline(tmp_path):
+    """Notebook 07 on a fresh clone: only metrics/ablations/ (committed) exists, no ablations/ checkpoints, and
+    it draws every figure from those results (figures go to a temporary folder, not the committed ones)."""
+    import yaml
+
+    from omni_core.config import REPO_ROOT
+
+    results = REPO_ROOT / "metrics/ablations"
+    assert sorted(p.name for p in results.iterdir()) == ["downsample", "seeds", "staging"], "commit the ablation results"
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["eval"]["figures_dir"] = str(tmp_path / "figures")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = notebooks.run(REPO_ROOT / "notebooks/07_ablations.ipynb", tmp_path / "07.ipynb",
+                        {"params": str(tmp_path / "params.yaml"), "results_dir": str(results)})
+    assert notebooks.noisy_outputs(nbformat.read(out, 4)) == []
+    drawn = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
+    assert drawn == ["ablation_downsample.png", "ablation_seeds.png", "ablation_staging.png"], drawn

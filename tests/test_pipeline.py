@@ -69,9 +69,9 @@ def test_every_out_metric_and_report_exists(smoke_repo):
                    if not Path(out.fs_path).exists()]
     assert not missing, missing
     assert (smoke_repo / "figures/ablation_staging.png").exists()
-    # every ablation arm wrote its result where the figures look for it
+    # every ablation arm wrote its result where notebook 07 looks for it
     for arm in ("downsample/n2", "downsample/n4", "downsample/n8", "staging/joint", "staging/staged", "seeds/staged-seed1"):
-        assert (smoke_repo / "ablations" / arm / "result.json").exists(), arm
+        assert (smoke_repo / "metrics/ablations" / f"{arm}.json").exists(), arm
     assert list((smoke_repo / "reports").glob("*.html")), "no HTML reports"
     assert (smoke_repo / "data/prepared/train.jsonl").stat().st_size > 0
 
@@ -89,6 +89,11 @@ def test_executed_reports_show_no_stderr_and_no_errors(smoke_repo):
     assert not noisy, "\n".join(f"{name}: {line}" for name, lines in noisy.items() for line in lines[:5])
 
 
+def _changed_stages(status: str) -> set[str]:
+    """Stage names in `dvc status` output (the unindented lines)."""
+    return {line.strip().rstrip(":") for line in status.splitlines() if line and not line.startswith(("\t", " "))}
+
+
 def test_second_repro_is_a_no_op_and_eval_params_rerun_only_eval(smoke_repo):
     assert "up to date" in _sh("dvc repro", smoke_repo)
     assert "ablations/dvc.yaml" not in _sh("dvc repro --dry", smoke_repo)     # ablations stay out of the default
@@ -96,8 +101,18 @@ def test_second_repro_is_a_no_op_and_eval_params_rerun_only_eval(smoke_repo):
     params["eval"]["max_new_tokens"] += 1
     (smoke_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = _sh("dvc status", smoke_repo)
-    changed = {line.strip().rstrip(":") for line in status.splitlines() if line and not line.startswith(("\t", " "))}
+    changed = _changed_stages(status)
     assert "evaluate" in changed and not any(s.startswith(("train@", "prepare")) for s in changed), status
+    # the audio projector's rate: only the stages from the first one that trains the projector on retrain
+    with_eval_change = (smoke_repo / "params.yaml").read_text()
+    params["model"]["audio"]["downsample"] = 2
+    (smoke_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        changed = _changed_stages(_sh("dvc status", smoke_repo))
+    finally:
+        (smoke_repo / "params.yaml").write_text(with_eval_change)    # the tests below expect the eval change only
+    assert {s for s in changed if s.startswith("train@")} == {"train@1e_audio", "train@1f_omni_alignment",
+                                                               "train@2_sft"}, changed
 
 
 def test_local_remote_push_and_pull_restore_outputs(smoke_repo, tmp_path):

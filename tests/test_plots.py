@@ -63,7 +63,7 @@ def test_metric_vs_chance(tmp_path):
         ("asr", "wer", 40.0, 80.0, False)]
     _check(plots.plot_metric_vs_chance(RESULTS, tmp_path / "chance"))
     # whiskers on chance + the margin's interval: WER 80 - [30, 50] = [30, 50] around the measured 40
-    lo, hi = plots._margin_whiskers(rows[1:], {t: r for tab in RESULTS["tables"].values() for t, r in tab["tasks"].items()})
+    lo, hi = plots.results._margin_whiskers(rows[1:], {t: r for tab in RESULTS["tables"].values() for t, r in tab["tasks"].items()})
     assert (lo, hi) == ([0.0, 10.0], [0.0, 10.0])
 
 
@@ -116,7 +116,8 @@ def drawn(monkeypatch):
         figures.append(fig)
         return save(fig, path)
 
-    monkeypatch.setattr(plots, "save_figure", keep)
+    for module in (plots.style, plots.ablations, plots.results, plots.tokens, plots.training):   # where it is called
+        monkeypatch.setattr(module, "save_figure", keep)
     return figures
 
 
@@ -228,7 +229,7 @@ def test_stage_grid_shows_each_stage_lr_and_the_paper(tmp_path):
         lrs = stage_lrs(cfg.stage(stage))
         for x, module in enumerate(MODULES):
             ours = cells[y * len(MODULES) + x].split("\n")[0]
-            assert ours == (plots._lr_text(lrs[module]) if module in lrs else "frozen"), (stage, module)
+            assert ours == (plots.training._lr_text(lrs[module]) if module in lrs else "frozen"), (stage, module)
     row = stages.index("1b_image_vqa") * len(MODULES)
     assert cells[row + MODULES.index("vision_projector")] == "1e-3\npaper: 1e-5"       # the paper's SigLIP stage II
     assert cells[row + MODULES.index("llm")] == "1e-3\npaper: frozen"                  # tiny departs: its LM trains

@@ -79,6 +79,76 @@ def test_full_profile_without_weights_says_what_to_put_where():
         load_tokenizer(REPO_ROOT / "models" / "llm-7b")
 
 
+def test_full_profile_without_weights_names_each_folder_before_the_tokenizer_loads(tmp_path, capsys):
+    """The first stage, and the CLI's check, give the full profile's advice per folder (the tokenizer, which loads
+    first, used to answer with the tiny and small profiles' advice)."""
+    from omni_core.model.pretrained import main
+    from omni_core.train.model_init import init_model
+
+    cfg = load_config(profile="full")
+    with pytest.raises(MissingWeightsError) as err:
+        init_model(cfg, cfg.stage("1a_image_caption"))
+    message = str(err.value)
+    assert "data preparation" not in message and "nothing is downloaded" in message
+    for key, folder in (("llm", "llm-7b"), ("vision", "siglip-so400m"), ("audio", "whisper-large-v3"),
+                        ("tokenizer", "llm-7b")):
+        assert re.search(rf"model\.{key}\.path = 'models/{folder}'", message), (key, message)
+    with pytest.raises(SystemExit, match="4 pretrained folder"):
+        main(["--profile", "full", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "nothing to convert" in out and out.count("PROBLEM") == 4 and "models/whisper-large-v3" in out
+
+
+def _tiny_backbones(root: Path) -> dict[str, Path]:
+    tok = train_tokenizer(CORPUS, 300)
+    dirs = {"llm": root / "llm", "vision": root / "siglip", "audio": root / "whisper"}
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 num_key_value_heads=1, intermediate_size=64)).save_pretrained(dirs["llm"])
+    tok.save_pretrained(dirs["llm"])
+    SiglipModel(SiglipConfig(text_config={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                          "intermediate_size": 32},
+                             vision_config={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                            "intermediate_size": 32, "image_size": 28, "patch_size": 14})
+                ).save_pretrained(dirs["vision"])
+    WhisperForConditionalGeneration(WhisperConfig(num_mel_bins=80, d_model=16, encoder_layers=1, decoder_layers=1,
+                                                  encoder_attention_heads=2, decoder_attention_heads=2,
+                                                  encoder_ffn_dim=32, decoder_ffn_dim=32, vocab_size=100, pad_token_id=0,
+                                                  bos_token_id=0, eos_token_id=0, decoder_start_token_id=1)
+                                    ).save_pretrained(dirs["audio"])
+    return dirs
+
+
+def test_folder_of_the_wrong_kind_is_named_with_what_it_holds(tmp_path, capsys):
+    """An LLM as the vision encoder, a SigLIP as the audio encoder, a Whisper as the LLM: each is refused before
+    anything loads, naming the key, the folder and what it holds; the CLI reports every folder."""
+    from omni_core.model.pretrained import WrongModelTypeError, check_backbones, main
+
+    dirs = _tiny_backbones(tmp_path)
+    swapped = {"llm": {"path": str(dirs["audio"])}, "tokenizer": {"path": str(dirs["llm"])},
+               "vision": {"path": str(dirs["llm"]), "image_size": 28, "patch_size": 14},
+               "audio": {"path": str(dirs["vision"])}}
+    cfg = load_config(overrides={"model": swapped})
+    with pytest.raises(WrongModelTypeError) as err:
+        build_model(cfg, train_tokenizer(CORPUS, 300))
+    message = str(err.value)
+    for key, folder, holds in (("llm", "whisper", "'whisper' (WhisperForConditionalGeneration)"),
+                               ("vision", "llm", "'qwen2' (Qwen2ForCausalLM)"), ("audio", "siglip", "'siglip' (SiglipModel)")):
+        assert f"model.{key}.path = '{tmp_path / folder}' holds model_type {holds}" in message, (key, message)
+    assert "model.tokenizer.path" not in message                   # the tokenizer folder is fine
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO_ROOT / "params.yaml").read_text())
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "full.yaml").write_text(json.dumps({"model": swapped}))    # an overlay of our own
+    with pytest.raises(SystemExit, match="3 pretrained folder"):
+        main(["--params", str(params), "--profile", "full", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert out.count("PROBLEM") == 3 and f"ok       model.tokenizer.path = {dirs['llm']}" in out
+    right = load_config(overrides={"model": {**swapped, "llm": {"path": str(dirs["llm"])},
+                                             "vision": {**swapped["vision"], "path": str(dirs["vision"])},
+                                             "audio": {"path": str(dirs["audio"])}}})
+    assert set(check_backbones(right.model)) == {"llm", "vision", "audio", "tokenizer"}
+
+
 def test_full_profile_loads_hf_checkpoints_from_local_dirs(tmp_path):
     """The full code path on tiny checkpoints saved in the same HF formats as the real ones."""
     tok = train_tokenizer(CORPUS, 300)
@@ -464,6 +534,15 @@ def test_checkpoint_on_a_remote_code_llm_without_the_opt_in_or_the_code_is_a_cle
     codeless = shutil.copytree(ckpt, tmp_path / "codeless", ignore=shutil.ignore_patterns("*.py"))
     with pytest.raises(FileNotFoundError, match=r"(?s)configuration_baichuan\.py, modeling_baichuan\.py.*codeless"):
         OmniForConditionalGeneration.from_pretrained(codeless)
+
+
+def test_random_init_llm_has_exactly_the_tokenizers_rows_and_no_mean_rows():
+    """The tiny profile's LLM is built with len(tokenizer) rows: no resize and no mean rows (its RNG draws and
+    weights stay as they were)."""
+    from omni_core.model.omni import added_token_ids, embedding_rows
+
+    cfg, tok = load_config(), train_tokenizer(CORPUS, 300)
+    assert embedding_rows(build_model(cfg, tok)) == len(tok) and added_token_ids(cfg.model, tok) == ([], 0)
 
 
 def test_checkpoint_on_a_built_in_llm_saves_no_code_and_no_opt_in(tmp_path):

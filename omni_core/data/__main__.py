@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("json")
     i.add_argument("--media-root", required=True, help="folder the JSON's media paths are relative to")
     i.add_argument("--out", required=True, help="manifest to write; media are copied to <its folder>/media/")
-    i.add_argument("--task", default=None, help="task of every record (default: guessed from its media)")
+    i.add_argument("--task", default=None, help="task of every record: a built-in one or one declared under "
+                   "`tasks:` in --params (default: a built-in task guessed from its media)")
+    i.add_argument("--params", default=str(REPO_ROOT / "params.yaml"), help="where user tasks are declared")
     i.add_argument("--split", default="train", choices=["train", "val", "test"])
     i.add_argument("--source", default=None)
     i.add_argument("--license", default="unknown")
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         from .validate import validate_manifests
         paths = [Path(m) for m in args.manifests]
         proc = _processor(args, paths[0].parent) if args.deep else None
-        problems = validate_manifests(paths, check_media=not args.no_media, processor=proc)
+        tasks = load_config(args.params).task_registry()      # the built-ins and params.yaml `tasks:`
+        problems = validate_manifests(paths, check_media=not args.no_media, processor=proc, known_tasks=tasks)
         for prob in problems:
             print(prob)
         if problems:
@@ -68,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "import-llava":
         from .llava import LlavaImportError, import_llava
         try:
-            n = import_llava(args.json, args.media_root, args.out, args.task, args.split, args.source, args.license)
+            n = import_llava(args.json, args.media_root, args.out, args.task, args.split, args.source, args.license,
+                             known_tasks=load_config(args.params).task_registry())
         except LlavaImportError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

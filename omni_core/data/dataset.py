@@ -5,12 +5,15 @@ placeholders, duplicate ids; with ``on_bad_sample="skip"`` also decodes every me
 ``__getitem__``, through the OmniProcessor, so DataLoader worker processes do the decoding.
 ``MixtureSampler`` draws tasks by the stage's weights; sample ``p`` of the stream depends only on
 (seed, p), so a resumed run passes ``start=consumed`` and sees exactly the samples it would have.
+``SourceMixture`` joins several sources' datasets (``data.sources``) so that the same sampler weights
+``source:task`` cells: datasets as well as tasks.
 """
 from __future__ import annotations
 
 import logging
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +24,9 @@ import torch
 from PIL import Image
 
 from ..model.token_counts import SAMPLING_RATE, audio_num_tokens, image_tokens, video_frame_tokens, video_num_frames
-from .manifest import ALL_TASKS, ManifestError, Sample, iter_manifest, media_parts, sample_text
+from ..task_registry import TaskSpec
+from .index import LazyRecords, ManifestIndex
+from .manifest import ManifestError, Sample, media_parts, sample_text
 from .validate import Problem, sample_problems
 
 log = logging.getLogger(__name__)
@@ -32,10 +37,18 @@ class BadSampleError(ValueError):
 
 
 class OmniDataset(torch.utils.data.Dataset):
-    """Records of one manifest (optionally only some tasks); ``ds[i]`` = processor output."""
+    """Records of one manifest (optionally only some tasks); ``ds[i]`` = processor output.
+
+    The manifest is indexed lazily (``index.ManifestIndex``: byte offsets, tasks), each wanted record is checked
+    once here and dropped again, and ``records`` decodes a record on access: the dataset holds arrays, not
+    dicts. Lines of other tasks are not decoded, so a bad line of a task outside ``tasks`` is left to the stage
+    (or ``validate``) that reads it; a line whose task cannot be read without decoding is always checked.
+    ``known_tasks``: ``Config.task_registry()`` (None: the active registry, as ``validate.sample_problems``)."""
 
     def __init__(self, manifest: str | Path, processor=None, tasks: Iterable[str] | None = None,
-                 on_bad_sample: Literal["error", "skip"] = "error", known_tasks: Iterable[str] = ALL_TASKS):
+                 on_bad_sample: Literal["error", "skip"] = "error",
+                 known_tasks: Mapping[str, TaskSpec] | Iterable[str] | None = None,
+                 index: ManifestIndex | None = None, require_tasks: bool = True):
         self.manifest = Path(manifest)
         self.base_dir = self.manifest.parent
         self.processor = processor
@@ -43,13 +56,15 @@ class OmniDataset(torch.utils.data.Dataset):
         if on_bad_sample not in ("error", "skip"):
             raise ValueError(f"on_bad_sample = {on_bad_sample!r}; choose 'error' or 'skip' (data.on_bad_sample)")
         wanted = set(tasks) if tasks is not None else None
-        self.records: list[Sample] = []
-        self.lines: list[int] = []
+        self.index = index if index is not None else ManifestIndex.build(self.manifest)
         self.skipped: list[Problem] = []       # reported, never silent
         self.runtime_skips = 0
         seen: dict[str, int] = {}
         decoded: dict = {}
-        for n, rec in iter_manifest(self.manifest, skip_bad_json=True):
+        kept, kept_tasks, names = array("q"), array("h"), {}
+        for r in self.index.rows(wanted).tolist():
+            n = int(self.index.lines[r])
+            rec = self.index.parse(r)
             if isinstance(rec, ManifestError):
                 reasons, sid = [str(rec)], None
             else:
@@ -69,19 +84,24 @@ class OmniDataset(torch.utils.data.Dataset):
                 continue
             if isinstance(sid, str):
                 seen[sid] = n
-            self.records.append(rec)
-            self.lines.append(n)
+            kept.append(r)
+            kept_tasks.append(names.setdefault(rec["task"], len(names)))
         if self.skipped:
             log.warning("%s: skipped %d bad sample(s) (data.on_bad_sample = skip); first: %s", self.manifest,
                         len(self.skipped), self.skipped[0])
-        if wanted is not None:
-            missing = sorted(wanted - {r["task"] for r in self.records})
+        if wanted is not None and require_tasks:
+            missing = sorted(wanted - set(names))
             if missing:
                 raise ValueError(f"{self.manifest}: no samples for task(s) {', '.join(missing)}; rerun "
                                  f"`python -m omni_core.data prepare` or drop them from the stage's mixture")
-        self.task_indices: dict[str, list[int]] = {}
-        for i, r in enumerate(self.records):
-            self.task_indices.setdefault(r["task"], []).append(i)
+        rows = np.frombuffer(kept, np.int64)
+        self.records: Sequence[Sample] = LazyRecords(self.index, rows)
+        self.lines: Sequence[int] = self.index.lines[rows]
+        self.tasks = tuple(names)                          # task of record i: self.tasks[self.task_ids[i]]
+        self.task_ids = np.frombuffer(kept_tasks, np.int16)
+        self.task_indices: dict[str, list[int]] = {t: [] for t in names}   # in order of first appearance
+        for i, t in enumerate(self.task_ids.tolist()):
+            self.task_indices[self.tasks[t]].append(i)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -92,8 +112,16 @@ class OmniDataset(torch.utils.data.Dataset):
         keep = set(indices)
         self.task_indices = {t: [i for i in ix if i in keep] for t, ix in self.task_indices.items()}
 
+    def task_of(self, i: int) -> str:
+        """Record i's task, without decoding it."""
+        return self.tasks[self.task_ids[i]]
+
     def where(self, i: int) -> str:
-        return f"{self.manifest}:{self.lines[i]}: {self.records[i].get('id')}"
+        try:
+            sid = self.records[i].get("id")
+        except ManifestError:                  # the line itself is the problem; its reason is reported beside
+            sid = "<unreadable>"
+        return f"{self.manifest}:{int(self.lines[i])}: {sid}"
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if self.processor is None:
@@ -148,6 +176,90 @@ def estimate_media_tokens(part: dict, base_dir: Path, processor=None) -> int:
     if part.get("audio") is True:            # the clip's own sound track, spliced after the frames
         n += audio_num_tokens(int(secs * SAMPLING_RATE), cfg.audio.downsample) + 2
     return n
+
+
+def source_mix_weights(source_weights: dict[str, float], source_tasks: dict[str, Iterable[str]],
+                       mixture: dict[str, float]) -> dict[str, float]:
+    """Sampling weight of each ``source:task`` cell: P(source) = its weight over the sources' total, then
+    P(task | source) = the task's mixture weight over those of the mixture's tasks the source has."""
+    out: dict[str, float] = {}
+    total = sum(source_weights.values())
+    for src, w in source_weights.items():
+        tasks = [t for t in source_tasks[src] if mixture.get(t, 0) > 0]
+        norm = sum(mixture[t] for t in tasks)
+        for t in tasks:
+            out[f"{src}:{t}"] = w / total * mixture[t] / norm
+    return out
+
+
+class SourceMixture(torch.utils.data.Dataset):
+    """Several sources' datasets as one: record i of source k is index ``starts[k] + i``. ``task_indices``
+    (task -> indices, every source) is what the loss filter and validation read; ``cell_indices`` and
+    ``cell_weights`` (``source:task``, :func:`source_mix_weights`) are what the stage's MixtureSampler draws."""
+
+    def __init__(self, parts: dict[str, OmniDataset], source_weights: dict[str, float], mixture: dict[str, float]):
+        self.parts = parts
+        self.names = list(parts)
+        self.starts = np.cumsum([0] + [len(d) for d in parts.values()])
+        self.manifest = ", ".join(str(d.manifest) for d in parts.values())
+        self.processor = next(iter(parts.values())).processor if parts else None
+        self.skipped = [p for d in parts.values() for p in d.skipped]
+        self.cell_indices: dict[str, list[int]] = {}
+        self.task_indices: dict[str, list[int]] = {}
+        for k, (src, d) in enumerate(parts.items()):
+            for t, ix in d.task_indices.items():
+                glob = [int(self.starts[k]) + i for i in ix]
+                self.cell_indices[f"{src}:{t}"] = glob
+                self.task_indices.setdefault(t, []).extend(glob)
+        self.cell_weights = source_mix_weights(source_weights, {s: d.task_indices for s, d in parts.items()}, mixture)
+        self.records: Sequence[Sample] = _Chained(self)
+
+    def locate(self, i: int) -> tuple[str, int]:
+        """(source, index in that source's dataset) of index i."""
+        if not 0 <= i < self.starts[-1]:
+            raise IndexError(f"index {i} out of range for {self.starts[-1]} records")
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.names[k], i - int(self.starts[k])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        src, j = self.locate(i)
+        return self.parts[src][j]
+
+    def source_of(self, i: int) -> str:
+        return self.locate(i)[0]
+
+    def task_of(self, i: int) -> str:
+        src, j = self.locate(i)
+        return self.parts[src].task_of(j)
+
+    def where(self, i: int) -> str:
+        src, j = self.locate(i)
+        return self.parts[src].where(j)
+
+    def keep_only(self, indices: Iterable[int]) -> None:
+        """As ``OmniDataset.keep_only``, for tasks and cells alike."""
+        keep = set(indices)
+        self.task_indices = {t: [i for i in ix if i in keep] for t, ix in self.task_indices.items()}
+        self.cell_indices = {c: [i for i in ix if i in keep] for c, ix in self.cell_indices.items()}
+
+
+class _Chained(Sequence[Sample]):
+    """The records of a SourceMixture's parts, one after the other (decoded on access)."""
+
+    def __init__(self, mix: SourceMixture):
+        self.mix = mix
+
+    def __len__(self) -> int:
+        return len(self.mix)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        src, j = self.mix.locate(i)
+        return self.mix.parts[src].records[j]
 
 
 class MixtureSampler(torch.utils.data.Sampler):
@@ -230,4 +342,4 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
 
 
 def task_counts(dataset: OmniDataset, indices: Iterable[int]) -> Counter:
-    return Counter(dataset.records[i]["task"] for i in indices)
+    return Counter(dataset.task_of(i) for i in indices)

@@ -13,8 +13,10 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
+from ..task_registry import declared, undeclared_task
 from .manifest import MEDIA_TYPES, PLACEHOLDERS, Sample, write_manifest
 
 ROLE_MAP = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
@@ -122,9 +124,15 @@ def _place(src: Path, dst: Path) -> None:
 
 def import_llava(json_path: str | Path, media_root: str | Path, out: str | Path, task: str | None = None,
                  split: str = "train", source: str | None = None, license: str = "unknown",
-                 copy_media: bool = True) -> int:
-    """Convert a LLaVA / ShareGPT JSON (or JSONL) file into the manifest ``out``; returns the count."""
+                 copy_media: bool = True, known_tasks: Iterable[str] | None = None) -> int:
+    """Convert a LLaVA / ShareGPT JSON (or JSONL) file into the manifest ``out``; returns the count.
+
+    ``task``: any declared task (``known_tasks``: ``Config.task_registry()``, None = the active registry);
+    None guesses a built-in one from each record's media."""
     json_path, media_root, out = Path(json_path), Path(media_root), Path(out)
+    known = tuple(declared() if known_tasks is None else known_tasks)
+    if task is not None and task not in known:
+        raise LlavaImportError(f"--task: {undeclared_task(task, known)}")
     text = json_path.read_text(encoding="utf-8")
     try:
         records = json.loads(text)

@@ -8,13 +8,17 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..task_registry import BUILTIN, TaskSpec, declared, undeclared_task
+
+# The built-in tasks (declared in omni_core/task_registry.py). TASKS is the order `prepare` writes their
+# samples in, which the prepared data's bytes depend on; user tasks come from params.yaml `tasks:`.
 TASKS = ("image_caption", "image_vqa", "ocr", "highres_read", "video_caption", "video_qa", "asr", "spoken_qa",
          "omni_image_speech", "omni_continuation", "video_narration_qa", "text_instruct", "text_lm")
-EVAL_ONLY_TASKS = ("asr_real",)          # real LibriVox speech: test split only
+EVAL_ONLY_TASKS = tuple(t for t, spec in BUILTIN.items() if spec.eval_only)   # real LibriVox speech: test only
 ALL_TASKS = TASKS + EVAL_ONLY_TASKS
 SPLITS = ("train", "val", "test")
 ROLES = ("system", "user", "assistant")
@@ -134,20 +138,22 @@ def safe_media_path(base_dir: str | Path, rel: str) -> Path:
     return full
 
 
-def schema_problems(sample: Any, known_tasks: Iterable[str] = ALL_TASKS) -> list[str]:
-    """Reasons this record breaks the schema (empty list = fine). No file system access."""
+def schema_problems(sample: Any, known_tasks: Mapping[str, TaskSpec] | Iterable[str] | None = None) -> list[str]:
+    """Reasons this record breaks the schema (empty list = fine). No file system access.
+
+    ``known_tasks``: the declared tasks (``Config.task_registry()``; None = the active registry, see
+    omni_core/task_registry.py); a declared task's ``modalities`` bound the media its samples carry."""
     if not isinstance(sample, dict):
         return [f"record must be a JSON object, got {type(sample).__name__}"]
     out = [f"missing key {k!r}" for k in REQUIRED if k not in sample]
     for k in ("id", "task", "split", "source", "license"):
         if k in sample and (not isinstance(sample[k], str) or not sample[k]):
             out.append(f"{k!r} must be a non-empty string, got {sample[k]!r}")
-    known_tasks = tuple(known_tasks)
-    if isinstance(sample.get("task"), str) and sample["task"] and sample["task"] not in known_tasks:
-        import difflib
-        close = difflib.get_close_matches(sample["task"], known_tasks, n=1)
-        out.append(f"unknown task {sample['task']!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                   + f"; tasks: {', '.join(known_tasks)}")
+    specs = known_tasks if isinstance(known_tasks, Mapping) else declared()
+    names = tuple(specs if known_tasks is None else known_tasks)
+    task = sample.get("task")
+    if isinstance(task, str) and task and task not in names:
+        out.append(undeclared_task(task, names))
     if "split" in sample and sample["split"] not in SPLITS:
         out.append(f"split {sample['split']!r} is not one of {', '.join(SPLITS)}")
     msgs = sample.get("messages")
@@ -183,4 +189,18 @@ def schema_problems(sample: Any, known_tasks: Iterable[str] = ALL_TASKS) -> list
             out.append("the last turn must be the assistant's answer")
         elif not answer_text(sample).strip():
             out.append("empty answer: the last assistant turn has no text to learn or score")
+    if not out and isinstance(task, str) and task in specs:            # the turns are well-formed: their media can be read
+        out += _modality_problems(sample, specs[task])
     return out
+
+
+def _modality_problems(sample: Sample, spec: TaskSpec) -> list[str]:
+    """Media its task does not declare: a mislabelled sample would be scored (and sampled) as another task."""
+    parts = media_parts(sample)
+    kinds = {p["type"] for p in parts} | {"audio" for p in parts if p.get("audio") is True}
+    extra = sorted(kinds - set(spec.modalities))
+    if not extra:
+        return []
+    fix = "" if spec.builtin else f", or add them to params.yaml tasks.{sample['task']}.modalities"
+    return [f"task {sample['task']!r} takes {', '.join(spec.modalities)} but this sample carries {', '.join(extra)}; "
+            f"give the sample the task its media fit{fix}"]

@@ -7,7 +7,7 @@ tasks, duplicate ids.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,8 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
+from ..task_registry import TaskSpec
 from .manifest import (
-    ALL_TASKS,
     MEDIA_TYPES,
     PLACEHOLDERS,
     ManifestError,
@@ -103,11 +103,13 @@ def placeholder_problems(sample: Sample) -> list[str]:
 
 
 def sample_problems(sample: Any, base_dir: str | Path, check_media: bool | str = True, processor=None,
-                    known_tasks: Iterable[str] = ALL_TASKS, _seen: dict | None = None) -> list[str]:
+                    known_tasks: Mapping[str, TaskSpec] | Iterable[str] | None = None,
+                    _seen: dict | None = None) -> list[str]:
     """Every reason this one record is unusable (empty list = fine).
 
     ``check_media``: True decodes each file, ``"exists"`` only checks that it is there (cheap).
     ``processor``: also run the OmniProcessor on it (token / media counts, label mask).
+    ``known_tasks``: ``Config.task_registry()`` (None = the active registry: the last loaded config's tasks).
     ``_seen`` caches per-file decode results across records that share media.
     """
     out = schema_problems(sample, known_tasks)
@@ -147,7 +149,8 @@ def sample_problems(sample: Any, base_dir: str | Path, check_media: bool | str =
 
 
 def validate_manifest(path: str | Path, check_media: bool = True, processor=None,
-                      known_tasks: Iterable[str] = ALL_TASKS, seen_ids: dict | None = None) -> list[Problem]:
+                      known_tasks: Mapping[str, TaskSpec] | Iterable[str] | None = None,
+                      seen_ids: dict | None = None) -> list[Problem]:
     """All problems of one manifest; pass the same ``seen_ids`` to catch duplicates across files."""
     path = Path(path)
     seen_ids = {} if seen_ids is None else seen_ids

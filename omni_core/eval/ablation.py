@@ -14,13 +14,16 @@ weights, data order and sampling after them changes). A tiny score moves by seve
 so "above chance" is only a claim when it holds in every draw, and "clearly" when the margin's interval
 (``margin_ci95``) stays above 0 in every draw.
 
-Each variant writes ``<workdir>/<variant>/result.json``; ``collect_*`` read them back for the plots.
+Each variant trains under ``<workdir>/<variant>/`` (checkpoints, logs: DVC-cached, machine-local) and writes its
+result to ``<results>/<variant>.json`` (``metrics/ablations/<kind>/``, committed to git), which ``collect_*`` read
+back for notebook 07: the notebook draws the committed results in seconds on a fresh clone.
 """
 from __future__ import annotations
 
 import json
 import math
 import shutil
+import time
 from collections.abc import Iterable, Sequence
 from itertools import takewhile
 from pathlib import Path
@@ -31,6 +34,7 @@ from omni_core.config import MODULES, Config, StageConfig, load_config, merge_ov
 from .metrics import TASKS, higher_is_better, relative_to_chance, task_spec
 
 DOWNSAMPLE_RATES = (2, 4, 8)
+RESULTS_DIR = Path("metrics/ablations")     # one folder per kind: downsample/, staging/, seeds/
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -86,39 +90,46 @@ def _headlines(results: dict) -> tuple[dict[str, float], dict[str, float], dict[
 
 
 # --------------------------------------------------------------------------------- audio downsampling
-def transplant(src_dir: str | Path, cfg: Config, dst_dir: str | Path) -> list[str]:
-    """Save to ``dst_dir`` a model built from ``cfg`` that carries every weight of ``src_dir`` whose name and
-    shape match (the Conv-GMLP of another rate does not, and starts fresh). Returns the names left fresh."""
-    import torch
+def copy_checkpoint(src: Path, dst: Path, how_to_make: str) -> None:
+    """Copy a main-run checkpoint into a variant's checkpoints (replacing what is there)."""
+    if not (src / "config.json").exists():
+        raise FileNotFoundError(f"{src} holds no model: the ablation starts from the main run's checkpoint; "
+                                f"{how_to_make}")
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
 
-    from omni_core.eval.runner import load_checkpoint
-    from omni_core.model import build_model
-    from omni_core.processing import OmniProcessor
 
-    src, src_proc = load_checkpoint(cfg, src_dir, "cpu")
-    torch.manual_seed(cfg.train.seed)          # the fresh weights, like everything else, are fixed by the seed
-    model = build_model(cfg, src_proc.tokenizer).to(getattr(torch, cfg.model.dtype))
-    own, theirs = model.state_dict(), src.state_dict()
-    keep = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(keep, strict=False)
-    dst = Path(dst_dir)
-    dst.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(dst)
-    OmniProcessor(src_proc.tokenizer, cfg.model).save_pretrained(dst)
-    return sorted(k for k in own if k not in keep)
+def score_ci(metric: str, preds: Sequence[str], refs: Sequence[str], level: float = 0.95,
+             n_resamples: int = 1000, seed: int = 0) -> tuple[float, float] | None:
+    """Percentile-bootstrap interval of a corpus metric over the test samples (None for fewer than two): how
+    far another draw of the test clips would move it. It does not cover the training draw (seed)."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    from .metrics import sample_stats, score_from_stats
+
+    stats = sample_stats(metric, preds, refs)
+    if len(stats) < 2:
+        return None
+    res = bootstrap((np.arange(len(stats)),), lambda idx: score_from_stats(metric, stats[idx].sum(0)),
+                    vectorized=False, confidence_level=level, n_resamples=n_resamples, method="percentile",
+                    rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def downsample_variant(cfg: Config, n: int, workdir: str | Path, params: str | Path = "params.yaml",
                        audio_stage: str = "1e_audio", tasks: Sequence[str] = ("asr", "asr_real"),
-                       profile: str | None = None) -> dict:
-    """Train ``audio_stage`` with Conv-GMLP rate ``n`` and score ASR; writes ``<workdir>/n<n>/result.json``.
+                       profile: str | None = None, results: str | Path = RESULTS_DIR / "downsample") -> dict:
+    """Train ``audio_stage`` with Conv-GMLP rate ``n`` and score ASR; writes ``<results>/n<n>.json``.
 
     The variant starts from ``checkpoints/<init_from of audio_stage>/model`` of the main run (so the LLM and
-    the vision side are the recipe's), with the audio projector rebuilt at rate ``n``.
+    the vision side are the recipe's); the stage then builds a fresh audio projector at rate ``n``
+    (``train.model_init.match_audio_rate``), as the main pipeline does when ``model.audio.downsample`` changes.
     """
     from omni_core.eval.runner import evaluate
     from omni_core.model.token_counts import audio_tokens_per_second
 
+    started = time.perf_counter()
     variant = f"n{n}"
     over = merge_overrides(variant_overrides(workdir, variant), {"model": {"audio": {"downsample": n}}})
     variant_cfg = load_config(params, overrides=over, profile=profile)
@@ -126,31 +137,32 @@ def downsample_variant(cfg: Config, n: int, workdir: str | Path, params: str | P
     if init_from is None:
         raise ValueError(f"stages.{audio_stage}.init_from is null: the downsample ablation needs the checkpoint "
                          "the audio stage starts from")
-    src = Path(cfg.train.checkpoints_dir) / init_from / "model"
-    fresh = transplant(src, variant_cfg, Path(variant_cfg.train.checkpoints_dir) / init_from / "model")
+    copy_checkpoint(Path(cfg.train.checkpoints_dir) / init_from / "model",
+                    Path(variant_cfg.train.checkpoints_dir) / init_from / "model",
+                    f"run `dvc repro train@{init_from}` first")
     train_stages([audio_stage], params, over, profile, log_file=Path(workdir) / variant / "train.log")
     ckpt = Path(variant_cfg.train.checkpoints_dir) / audio_stage / "model"
     res = evaluate(variant_cfg, ckpt, tasks=[t for t in tasks if t in TASKS])
     audio = res["tables"]["audio"]["tasks"]
-    out: dict[str, Any] = {"n": n, "tokens_per_second": audio_tokens_per_second(n), "fresh_weights": fresh,
-                           "settings": res["settings"]}
+    out: dict[str, Any] = {"n": n, "tokens_per_second": audio_tokens_per_second(n)}
     for task in tasks:
         if task in audio:
             sfx = "" if task == "asr" else f"_{task}"
             out[f"wer{sfx}"], out[f"cer{sfx}"] = audio[task]["wer"], audio[task]["cer"]
+            rows = res["predictions"][task]
+            out[f"wer{sfx}_ci95"] = score_ci("wer", [r["prediction"] for r in rows], [r["reference"] for r in rows],
+                                             seed=variant_cfg.eval.seed)
             if "chance" in audio[task]:
                 out[f"chance_wer{sfx}"] = audio[task]["chance"]["wer"]
-    return _write(Path(workdir) / variant / "result.json", out)
+    out["seconds"] = round(time.perf_counter() - started, 1)   # what one more rate costs on this machine
+    out["settings"] = res["settings"]
+    return _write(Path(results) / f"{variant}.json", out)
 
 
-def collect_downsample(workdir: str | Path, rates: Iterable[int] = DOWNSAMPLE_RATES) -> dict[int, dict]:
-    """``{n: result}`` of the variants that have finished (input of ``plots.plot_downsample_ablation``)."""
-    out = {}
-    for n in rates:
-        f = Path(workdir) / f"n{n}" / "result.json"
-        if f.exists():
-            out[n] = json.loads(f.read_text())
-    return out
+def collect_downsample(results: str | Path = RESULTS_DIR / "downsample") -> dict[int, dict]:
+    """``{n: result}`` of every rate that has a result (input of ``plots.plot_downsample_ablation``)."""
+    found = {int(f.stem[1:]): json.loads(f.read_text()) for f in Path(results).glob("n*.json") if f.stem[1:].isdigit()}
+    return dict(sorted(found.items()))
 
 
 # -------------------------------------------------------------------------------------------- staging
@@ -206,13 +218,14 @@ def variant_name(variant: str, seed: int | None = None) -> str:
 
 def staging_variant(cfg: Config, variant: str, workdir: str | Path, params: str | Path = "params.yaml",
                     profile: str | None = None, reuse_checkpoint: str | Path | None = None,
-                    seed: int | None = None) -> dict:
+                    seed: int | None = None, results: str | Path = RESULTS_DIR / "staging") -> dict:
     """Run one variant (``staged``: every recipe stage; ``joint``: :func:`joint_stage`) and evaluate it on every
-    task; writes ``<workdir>/<variant_name(variant, seed)>/result.json``. ``reuse_checkpoint`` evaluates an
+    task; writes ``<results>/<variant_name(variant, seed)>.json``. ``reuse_checkpoint`` evaluates an
     existing model instead of training (the main pipeline's ``checkpoints/2_sft/model`` is the staged variant);
     ``seed`` overrides ``train.seed`` for the variant's stages."""
     from omni_core.eval.runner import evaluate
 
+    started = time.perf_counter()
     if variant not in STAGING_VARIANTS:
         raise ValueError(f"staging variant {variant!r}: choose 'staged' or 'joint'")
     if seed is not None and reuse_checkpoint is not None:
@@ -229,32 +242,28 @@ def staging_variant(cfg: Config, variant: str, workdir: str | Path, params: str 
     stages = ["joint"] if variant == "joint" else recipe_stages(variant_cfg)[len(pre):]
     if reuse_checkpoint is None:
         for pre_stage in pre:    # the stand-ins for pretraining are the main run's, copied, not trained again
-            src = Path(cfg.train.checkpoints_dir) / pre_stage / "model"
-            dst = Path(variant_cfg.train.checkpoints_dir) / pre_stage / "model"
-            if not (src / "config.json").exists():
-                raise FileNotFoundError(f"{src} holds no model: the staging ablation starts from the main run's "
-                                        f"{pre_stage} checkpoint; run `dvc repro train@{pre_stage}` first")
-            shutil.rmtree(dst, ignore_errors=True)
-            shutil.copytree(src, dst)
+            copy_checkpoint(Path(cfg.train.checkpoints_dir) / pre_stage / "model",
+                            Path(variant_cfg.train.checkpoints_dir) / pre_stage / "model",
+                            f"run `dvc repro train@{pre_stage}` first")
         train_stages(stages, params, over, profile, log_file=Path(workdir) / name / "train.log")
         ckpt: str | Path = Path(variant_cfg.train.checkpoints_dir) / stages[-1] / "model"
     else:
         ckpt = reuse_checkpoint
-    res = evaluate(variant_cfg, ckpt)
+    res = evaluate(variant_cfg, ckpt, write=reuse_checkpoint is None)   # a reused model's metrics are the main run's
     measured, chance, margins = _headlines(res)
-    # "arm": the key of every result.json the ablations have written (collect_seeds reads it)
-    return _write(Path(workdir) / name / "result.json",
+    # "arm": the key of every result the ablations have written (collect_seeds reads it)
+    return _write(Path(results) / f"{name}.json",
                   {"arm": variant, "seed": variant_cfg.train.seed, "stages": stages, "measured": measured,
                    "chance": chance, "margin_ci95": margins,
                    "tokens": sum(stage_tokens(variant_cfg.stages[s]) for s in stages),
-                   "settings": res["settings"]})
+                   "seconds": round(time.perf_counter() - started, 1), "settings": res["settings"]})
 
 
-def collect_staging(workdir: str | Path) -> dict[str, dict[str, float]]:
+def collect_staging(results: str | Path = RESULTS_DIR / "staging") -> dict[str, dict[str, float]]:
     """``{"staged": {task: v}, "joint": {task: v}, "chance": {task: v}}`` (input of ``plot_staging_ablation``)."""
     out: dict[str, dict[str, float]] = {}
     for variant in STAGING_VARIANTS:
-        f = Path(workdir) / variant / "result.json"
+        f = Path(results) / f"{variant}.json"
         if f.exists():
             r = json.loads(f.read_text())
             out[variant] = r["measured"]
@@ -262,15 +271,16 @@ def collect_staging(workdir: str | Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def collect_seeds(workdirs: Iterable[str | Path], variant: str = "staged") -> dict[str, dict]:
+def collect_seeds(results: Iterable[str | Path] = (RESULTS_DIR / "staging", RESULTS_DIR / "seeds"),
+                  variant: str = "staged") -> dict[str, dict]:
     """``{"seeds": {seed: {task: v}}, "chance": {task: v}, "margins": {seed: {task: [low, high]}}}`` from every
-    ``<workdir>/*/result.json`` of ``variant`` (the main run's staged variant is seed 0; the ``seeds`` stages add
+    ``<results>/*.json`` of ``variant`` (the main run's staged variant is seed 0; the ``seeds`` stages add
     the others)."""
     seeds: dict[int, dict[str, float]] = {}
     margins: dict[int, dict[str, list[float]]] = {}
     chance: dict[str, float] = {}
-    for workdir in workdirs:
-        for f in sorted(Path(workdir).glob("*/result.json")):
+    for folder in results:
+        for f in sorted(Path(folder).glob("*.json")):
             r = json.loads(f.read_text())
             if r.get("arm") == variant and "seed" in r:
                 seeds[int(r["seed"])] = r["measured"]
@@ -344,24 +354,27 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(prog="python -m omni_core.eval.ablation", description=__doc__.split("\n")[0])
     ap.add_argument("kind", choices=["downsample", "staging"])
-    ap.add_argument("--n", type=int, choices=DOWNSAMPLE_RATES, help="Conv-GMLP rate (downsample)")
+    ap.add_argument("--n", type=int, help="Conv-GMLP rate (downsample): the paper's 2, 4, 8 or any rate "
+                                          "model.audio.downsample accepts")
     ap.add_argument("--variant", dest="variant", choices=STAGING_VARIANTS, help="staging variant")
     ap.add_argument("--reuse", default=None, help="staging: evaluate this checkpoint instead of training the variant")
     ap.add_argument("--seed", type=int, default=None, help="staging: retrain the variant with this train.seed")
-    ap.add_argument("--workdir", default=None, help="default: ablations/<kind>")
+    ap.add_argument("--workdir", default=None, help="checkpoints and logs (default: ablations/<kind>)")
+    ap.add_argument("--results", default=None, help="result JSON folder (default: metrics/ablations/<workdir's name>)")
     ap.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
     ap.add_argument("--profile", default=None)
     args = ap.parse_args(argv)
     cfg = load_config(args.params, profile=args.profile)
     workdir = args.workdir or f"ablations/{args.kind}"
+    results = args.results or RESULTS_DIR / Path(workdir).name
     if args.kind == "downsample":
         if args.n is None:
-            raise SystemExit("downsample needs --n (one of 2, 4, 8)")
-        res = downsample_variant(cfg, args.n, workdir, args.params, profile=args.profile)
+            raise SystemExit("downsample needs --n (the paper's: 2, 4 or 8)")
+        res = downsample_variant(cfg, args.n, workdir, args.params, profile=args.profile, results=results)
     else:
         if args.variant is None:
             raise SystemExit("staging needs --variant staged|joint")
-        res = staging_variant(cfg, args.variant, workdir, args.params, args.profile, args.reuse, args.seed)
+        res = staging_variant(cfg, args.variant, workdir, args.params, args.profile, args.reuse, args.seed, results)
     print(json.dumps({k: v for k, v in res.items() if k != "settings"}, indent=1))
 
 

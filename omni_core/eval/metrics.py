@@ -14,6 +14,9 @@ Normalisation (documented because every reported number depends on it):
 - strict (:func:`normalize_strict`, used by ``exact`` for text instructions, where case and single
   letters are the answer: "STORE", "p a i r"): NFKC, whitespace collapsed, one trailing ". ! ?" dropped.
 
+A task declared with ``normalize:`` other than ``metric`` (omni_core/task_registry.py) uses that one
+(:data:`NORMALIZERS`; ``none`` strips the ends only) in every metric and baseline instead.
+
 Every task also gets a *chance* level computed from the data by :func:`chance_level`: the most common
 answer (accuracy tasks), the most common answer per question (VQA), or the one training sentence that
 scores best against the training references (ASR, captioning). Baselines are fit on the training split
@@ -26,13 +29,17 @@ import math
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import jiwer
 import numpy as np
 import sacrebleu
+
+from omni_core.task_registry import BUILTIN, TaskSpec, declared
+from omni_core.task_registry import TABLES as TABLES
+
+Normalizer = Callable[[str], str]
 
 _ARTICLES = {"a", "an", "the"}
 _PUNCT = re.compile(r"[^\w\s']|_")
@@ -59,6 +66,16 @@ def normalize_answer(text: str) -> str:
     return " ".join(w for w in normalize_transcript(text).split() if w not in _ARTICLES)
 
 
+def normalize_none(text: str) -> str:
+    """The text as given, only its ends stripped (a declared task's ``normalize: none``)."""
+    return str(text).strip()
+
+
+# a task's `normalize:` -> the function; "metric" (every built-in) = each metric's own, so it is absent here
+NORMALIZERS: dict[str, Normalizer] = {"answer": normalize_answer, "transcript": normalize_transcript,
+                                      "strict": normalize_strict, "none": normalize_none}
+
+
 # ------------------------------------------------------------------------------------------ metrics
 def _check(preds: Sequence[str], refs: Sequence[str], name: str) -> None:
     if len(preds) != len(refs):
@@ -67,29 +84,30 @@ def _check(preds: Sequence[str], refs: Sequence[str], name: str) -> None:
         raise ValueError(f"{name}: no samples; the task's test split is empty (check data/prepared/test.jsonl)")
 
 
-def answers_match(pred: str, ref: str) -> bool:
+def answers_match(pred: str, ref: str, normalize: Normalizer = normalize_answer) -> bool:
     """One prediction is right under exact match: equal to its reference after :func:`normalize_answer`."""
-    return normalize_answer(pred) == normalize_answer(ref)
+    return normalize(pred) == normalize(ref)
 
 
-def exact_match(preds: Sequence[str], refs: Sequence[str]) -> float:
+def exact_match(preds: Sequence[str], refs: Sequence[str], normalize: Normalizer = normalize_answer) -> float:
     """Percentage of predictions equal to their reference after :func:`normalize_answer`."""
     _check(preds, refs, "exact_match")
-    return 100.0 * sum(answers_match(p, r) for p, r in zip(preds, refs)) / len(refs)
+    return 100.0 * sum(answers_match(p, r, normalize) for p, r in zip(preds, refs)) / len(refs)
 
 
 accuracy = exact_match   # the paper's "Acc." for VQA / MCQ answers is exact match of the normalised answer
 
 
-def strict_exact_match(preds: Sequence[str], refs: Sequence[str]) -> float:
+def strict_exact_match(preds: Sequence[str], refs: Sequence[str], normalize: Normalizer = normalize_strict) -> float:
     """Percentage of predictions equal to their reference after :func:`normalize_strict` (case-sensitive)."""
     _check(preds, refs, "strict_exact_match")
-    return 100.0 * sum(normalize_strict(p) == normalize_strict(r) for p, r in zip(preds, refs)) / len(refs)
+    return 100.0 * sum(normalize(p) == normalize(r) for p, r in zip(preds, refs)) / len(refs)
 
 
-def _nonempty_refs(preds: Sequence[str], refs: Sequence[str], name: str) -> tuple[list[str], list[str]]:
-    p = [normalize_transcript(x) for x in preds]
-    r = [normalize_transcript(x) for x in refs]
+def _nonempty_refs(preds: Sequence[str], refs: Sequence[str], name: str,
+                   normalize: Normalizer = normalize_transcript) -> tuple[list[str], list[str]]:
+    p = [normalize(x) for x in preds]
+    r = [normalize(x) for x in refs]
     empty = [i for i, x in enumerate(r) if not x]
     if empty:
         raise ValueError(f"{name}: references {empty[:5]} are empty after normalisation; WER/CER are undefined "
@@ -97,32 +115,30 @@ def _nonempty_refs(preds: Sequence[str], refs: Sequence[str], name: str) -> tupl
     return p, r
 
 
-def wer(preds: Sequence[str], refs: Sequence[str]) -> float:
+def wer(preds: Sequence[str], refs: Sequence[str], normalize: Normalizer = normalize_transcript) -> float:
     """Corpus word error rate in percent (jiwer; edits summed over all samples / reference words)."""
     _check(preds, refs, "wer")
-    p, r = _nonempty_refs(preds, refs, "wer")
+    p, r = _nonempty_refs(preds, refs, "wer", normalize)
     return 100.0 * jiwer.wer(r, p)
 
 
-def cer(preds: Sequence[str], refs: Sequence[str]) -> float:
+def cer(preds: Sequence[str], refs: Sequence[str], normalize: Normalizer = normalize_transcript) -> float:
     """Corpus character error rate in percent (jiwer), on normalised text."""
     _check(preds, refs, "cer")
-    p, r = _nonempty_refs(preds, refs, "cer")
+    p, r = _nonempty_refs(preds, refs, "cer", normalize)
     return 100.0 * jiwer.cer(r, p)
 
 
-def bleu(preds: Sequence[str], refs: Sequence[str]) -> float:
+def bleu(preds: Sequence[str], refs: Sequence[str], normalize: Normalizer = normalize_transcript) -> float:
     """Corpus BLEU (sacrebleu defaults: 13a tokeniser, 4-grams), 0-100, on normalised text."""
     _check(preds, refs, "bleu")
-    return float(sacrebleu.corpus_bleu([normalize_transcript(x) for x in preds],
-                                       [[normalize_transcript(x) for x in refs]]).score)
+    return float(sacrebleu.corpus_bleu([normalize(x) for x in preds], [[normalize(x) for x in refs]]).score)
 
 
-def chrf(preds: Sequence[str], refs: Sequence[str]) -> float:
+def chrf(preds: Sequence[str], refs: Sequence[str], normalize: Normalizer = normalize_transcript) -> float:
     """Corpus chrF (sacrebleu defaults: character 6-grams, beta 2), 0-100, on normalised text."""
     _check(preds, refs, "chrf")
-    return float(sacrebleu.corpus_chrf([normalize_transcript(x) for x in preds],
-                                       [[normalize_transcript(x) for x in refs]]).score)
+    return float(sacrebleu.corpus_chrf([normalize(x) for x in preds], [[normalize(x) for x in refs]]).score)
 
 
 def perplexity(total_nll: float, total_tokens: int) -> float:
@@ -143,7 +159,7 @@ def unigram_perplexity(train_tokens: Sequence[Sequence[int]], test_tokens: Seque
 
 @dataclass(frozen=True)
 class Metric:
-    fn: Callable[[Sequence[str], Sequence[str]], float]
+    fn: Callable[..., float]             # (preds, refs, normalize=<the metric's own>) -> score
     label: str
     higher_is_better: bool
 
@@ -159,164 +175,158 @@ METRICS: dict[str, Metric] = {
 
 
 # ------------------------------------------------------------------------------------------- tasks
-Table = Literal["text", "image", "video", "audio", "omni"]
-Baseline = Literal["majority", "per_question", "fixed_sentence", "unigram"]
+# How each task is scored is declared in omni_core/task_registry.py (built-ins) and params.yaml `tasks:` (yours).
+TASKS: dict[str, TaskSpec] = BUILTIN      # the built-in tasks, in the paper's order
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    """How a task is scored: its table, its metrics (the first is the headline) and its chance baseline."""
-    table: Table
-    metrics: tuple[str, ...]
-    baseline: Baseline
-    title: str
-    baseline_from: str | None = None   # fit the baseline on this task's training split (test-only tasks)
+def task_spec(task: str, tasks: Mapping[str, TaskSpec] | None = None) -> TaskSpec:
+    """``task``'s declaration in ``tasks`` (``Config.task_registry()``; None = the active registry: the built-ins
+    and the user tasks of the last loaded config)."""
+    tasks = declared() if tasks is None else tasks
+    if task not in tasks:
+        raise KeyError(f"no metric spec for task {task!r}; add it to params.yaml under `tasks:` "
+                       f"(docs/interfaces.md; known: {', '.join(tasks)})")
+    return tasks[task]
 
 
-TASKS: dict[str, TaskSpec] = {
-    "text_lm": TaskSpec("text", ("perplexity",), "unigram", "held-out text"),
-    "text_instruct": TaskSpec("text", ("exact", "chrf"), "per_question", "text instructions"),
-    "image_caption": TaskSpec("image", ("chrf", "bleu", "accuracy"), "fixed_sentence", "captioning"),
-    "image_vqa": TaskSpec("image", ("accuracy",), "per_question", "VQA"),
-    "ocr": TaskSpec("image", ("accuracy", "cer"), "majority", "OCR"),
-    "highres_read": TaskSpec("image", ("accuracy", "cer"), "majority", "high-res reading (AnyRes)"),
-    "video_caption": TaskSpec("video", ("chrf", "bleu", "accuracy"), "fixed_sentence", "video captioning"),
-    "video_qa": TaskSpec("video", ("accuracy",), "per_question", "video QA"),
-    "asr": TaskSpec("audio", ("wer", "cer"), "fixed_sentence", "ASR (TTS speech)"),
-    "asr_real": TaskSpec("audio", ("wer", "cer"), "fixed_sentence", "ASR (real LibriVox speech)", "asr"),
-    "spoken_qa": TaskSpec("audio", ("accuracy",), "majority", "spoken QA"),
-    "omni_image_speech": TaskSpec("omni", ("accuracy",), "per_question", "image + speech QA"),
-    "omni_continuation": TaskSpec("omni", ("chrf", "bleu"), "fixed_sentence", "image + speech continuation"),
-    # the clip shows one digit and its sound track says another: chance is the most common digit word (~10 %)
-    "video_narration_qa": TaskSpec("omni", ("accuracy",), "majority", "video + its audio track QA"),
-}
-TABLES: tuple[Table, ...] = ("text", "image", "video", "audio", "omni")
+def task_normalizer(spec: TaskSpec) -> Normalizer | None:
+    """The normaliser a task declares (None = ``metric``: each metric's own, as every built-in task)."""
+    return NORMALIZERS.get(spec.normalize)
 
 
-def task_spec(task: str) -> TaskSpec:
-    if task not in TASKS:
-        raise KeyError(f"no metric spec for task {task!r}; add it to omni_core.eval.metrics.TASKS "
-                       f"(known: {', '.join(TASKS)})")
-    return TASKS[task]
+def answer_key(spec: TaskSpec) -> Normalizer:
+    """What makes two answers "the same" for ``distinct_answers`` and the majority baseline."""
+    return task_normalizer(spec) or normalize_answer
 
 
-def score(task: str, preds: Sequence[str], refs: Sequence[str]) -> dict[str, float]:
+def score(task: str, preds: Sequence[str], refs: Sequence[str],
+          tasks: Mapping[str, TaskSpec] | None = None) -> dict[str, float]:
     """Every generation metric of ``task`` (perplexity is measured by the runner, not from strings)."""
-    return {m: METRICS[m].fn(preds, refs) for m in task_spec(task).metrics if m in METRICS}
+    spec = task_spec(task, tasks)
+    norm = task_normalizer(spec)
+    kw = {} if norm is None else {"normalize": norm}
+    return {m: METRICS[m].fn(preds, refs, **kw) for m in spec.metrics if m in METRICS}
 
 
 # -------------------------------------------------------------------------------------- baselines
-def majority_answer(train_refs: Sequence[str]) -> str:
+def majority_answer(train_refs: Sequence[str], normalize: Normalizer = normalize_answer) -> str:
     """Most common answer after normalisation (ties: first seen), returned in its original spelling."""
     if not train_refs:
         raise ValueError("majority_answer: no training answers")
     firsts: dict[str, str] = {}
     for r in train_refs:
-        firsts.setdefault(normalize_answer(r), r)
-    best, _ = Counter(normalize_answer(r) for r in train_refs).most_common(1)[0]
+        firsts.setdefault(normalize(r), r)
+    best, _ = Counter(normalize(r) for r in train_refs).most_common(1)[0]
     return firsts[best]
 
 
 def per_question_answers(train_questions: Sequence[str], train_refs: Sequence[str],
-                         test_questions: Sequence[str]) -> list[str]:
+                         test_questions: Sequence[str], normalize: Normalizer = normalize_answer) -> list[str]:
     """For each test question, the most common training answer to the same (normalised) question;
     the overall majority answer for questions never seen in training."""
     by_q: dict[str, list[str]] = defaultdict(list)
     for q, r in zip(train_questions, train_refs):
         by_q[normalize_transcript(q)].append(r)
-    answers = {"": majority_answer(train_refs)}          # the fallback, and each question's once
+    answers = {"": majority_answer(train_refs, normalize)}          # the fallback, and each question's once
     keys = [k if (k := normalize_transcript(q)) in by_q else "" for q in test_questions]
     for k in set(keys) - set(answers):
-        answers[k] = majority_answer(by_q[k])
+        answers[k] = majority_answer(by_q[k], normalize)
     return [answers[k] for k in keys]
 
 
 def best_fixed_sentence(train_refs: Sequence[str], metric: str, max_candidates: int = 64,
-                        max_refs: int = 500) -> str:
+                        max_refs: int = 500, normalize: Normalizer | None = None) -> str:
     """The training reference that, said for every sample, scores best on the training references.
 
     Candidates are the ``max_candidates`` most common references (then first seen); they are scored on an
     evenly spaced subset of at most ``max_refs`` references, so the cost stays bounded as the data grows.
     """
-    return _best_fixed_sentence(tuple(train_refs), metric, max_candidates, max_refs)
+    return _best_fixed_sentence(tuple(train_refs), metric, max_candidates, max_refs, normalize)
 
 
 @functools.lru_cache(maxsize=4)        # asr_real's baseline is asr's: the same references
-def _best_fixed_sentence(train_refs: tuple[str, ...], metric: str, max_candidates: int, max_refs: int) -> str:
+def _best_fixed_sentence(train_refs: tuple[str, ...], metric: str, max_candidates: int, max_refs: int,
+                         normalize: Normalizer | None) -> str:
     candidates = [r for r, _ in Counter(train_refs).most_common(max_candidates)]
     refs = Counter(train_refs[::max(1, math.ceil(len(train_refs) / max_refs))])
     # one answer for all: each distinct reference's statistics, times how often it occurs, sum to the corpus's
     weights = np.array(list(refs.values()), dtype=np.float64)[:, None]
-    stats_of = stats_against(metric, list(refs))
+    stats_of = stats_against(metric, list(refs), normalize)
     scored = [(score_from_stats(metric, (weights * stats_of([c] * len(refs))).sum(0)), c) for c in candidates]
     return (max if METRICS[metric].higher_is_better else min)(scored, key=lambda sc: sc[0])[1]
 
 
-def baseline_answers(task: str, train: tuple[Sequence[str], Sequence[str]],
-                     test_questions: Sequence[str]) -> tuple[list[str], str]:
+def baseline_answers(task: str, train: tuple[Sequence[str], Sequence[str]], test_questions: Sequence[str],
+                     tasks: Mapping[str, TaskSpec] | None = None) -> tuple[list[str], str]:
     """The task's trivial baseline's answer to every test question, and a description of the baseline.
 
-    ``train`` is ``(questions, answers)``; the baseline never sees test answers.
+    ``train`` is ``(questions, answers)``; the baseline never sees test answers. ``tasks``: as :func:`task_spec`.
     """
-    spec = task_spec(task)
+    spec = task_spec(task, tasks)
     q_tr, a_tr = train
-    if spec.baseline == "per_question":
-        return per_question_answers(q_tr, a_tr, test_questions), "most common training answer to the same question"
-    if spec.baseline == "fixed_sentence":
+    if spec.chance == "per_question":
+        return (per_question_answers(q_tr, a_tr, test_questions, answer_key(spec)),
+                "most common training answer to the same question")
+    if spec.chance == "fixed_sentence":
         headline = next(m for m in spec.metrics if m in METRICS)
-        sentence = best_fixed_sentence(a_tr, headline)
+        sentence = best_fixed_sentence(a_tr, headline, normalize=task_normalizer(spec))
         return [sentence] * len(test_questions), f"fixed sentence {sentence!r}"
-    if spec.baseline == "majority":
-        answer = majority_answer(a_tr)
+    if spec.chance == "majority":
+        answer = majority_answer(a_tr, answer_key(spec))
         return [answer] * len(test_questions), f"majority answer {answer!r}"
-    raise ValueError(f"baseline_answers: {task!r} uses the {spec.baseline!r} baseline, computed by the runner")
+    raise ValueError(f"baseline_answers: {task!r} uses the {spec.chance!r} baseline, computed by the runner")
 
 
-def chance_level(task: str, train: tuple[Sequence[str], Sequence[str]],
-                 test: tuple[Sequence[str], Sequence[str]]) -> tuple[dict[str, float], str]:
+def chance_level(task: str, train: tuple[Sequence[str], Sequence[str]], test: tuple[Sequence[str], Sequence[str]],
+                 tasks: Mapping[str, TaskSpec] | None = None) -> tuple[dict[str, float], str]:
     """Scores of the task's trivial baseline on the test split and a description of the baseline."""
-    preds, what = baseline_answers(task, train, test[0])
-    return score(task, preds, test[1]), what
+    preds, what = baseline_answers(task, train, test[0], tasks)
+    return score(task, preds, test[1], tasks), what
 
 
 # ---------------------------------------------------------------------------- margin over chance
-def sample_stats(metric: str, preds: Sequence[str], refs: Sequence[str]) -> np.ndarray:
+def sample_stats(metric: str, preds: Sequence[str], refs: Sequence[str],
+                 normalize: Normalizer | None = None) -> np.ndarray:
     """Per-sample sufficient statistics of a corpus metric, shape (n, k): any subset of the rows, summed
     and passed to :func:`score_from_stats`, is the metric of that subset (what a bootstrap resamples).
 
     Accuracy / exact: (correct, 1). WER / CER: (edits, reference length), from jiwer's alignment.
     BLEU / chrF: sacrebleu's own sentence statistics (n-gram matches and totals), which it sums for corpus
-    scores; ``tests/test_eval_metrics.py`` checks every metric against its corpus function."""
-    return stats_against(metric, refs)(preds)
+    scores; ``tests/test_eval_metrics.py`` checks every metric against its corpus function. ``normalize``: a
+    task's declared normaliser (None = the metric's own)."""
+    return stats_against(metric, refs, normalize)(preds)
 
 
-def stats_against(metric: str, refs: Sequence[str]) -> Callable[[Sequence[str]], np.ndarray]:
+def stats_against(metric: str, refs: Sequence[str],
+                  normalize: Normalizer | None = None) -> Callable[[Sequence[str]], np.ndarray]:
     """:func:`sample_stats` as a function of the predictions, ``refs`` prepared once (normalised; for BLEU and
     chrF, sacrebleu caches their n-grams): many prediction lists scored against the same references, as in
     :func:`best_fixed_sentence`, then cost about half as much."""
     _check(refs, refs, metric)
     if metric in ("accuracy", "exact"):
-        norm = normalize_answer if metric == "accuracy" else normalize_strict
+        norm = normalize or (normalize_answer if metric == "accuracy" else normalize_strict)
         ref_norm = [norm(r) for r in refs]
 
         def stats(preds: Sequence[str]) -> np.ndarray:
             _check(preds, refs, metric)
             return np.array([[norm(p) == r, 1] for p, r in zip(preds, ref_norm)], dtype=np.float64)
     elif metric in ("wer", "cer"):
-        _, ref_norm = _nonempty_refs(refs, refs, metric)
+        text_norm = normalize or normalize_transcript
+        _, ref_norm = _nonempty_refs(refs, refs, metric, text_norm)
         process = jiwer.process_words if metric == "wer" else jiwer.process_characters
 
         def stats(preds: Sequence[str]) -> np.ndarray:
             _check(preds, refs, metric)
-            out = (process(r, normalize_transcript(p)) for p, r in zip(preds, ref_norm))
+            out = (process(r, text_norm(p)) for p, r in zip(preds, ref_norm))
             return np.array([[o.substitutions + o.deletions + o.insertions, o.substitutions + o.deletions + o.hits]
                              for o in out], dtype=np.float64)
     else:
-        cached = _SACREBLEU[metric](references=[[normalize_transcript(x) for x in refs]])
+        text_norm = normalize or normalize_transcript
+        cached = _SACREBLEU[metric](references=[[text_norm(x) for x in refs]])
 
         def stats(preds: Sequence[str]) -> np.ndarray:
             _check(preds, refs, metric)
-            return np.array(cached._extract_corpus_statistics([normalize_transcript(x) for x in preds], None),
+            return np.array(cached._extract_corpus_statistics([text_norm(x) for x in preds], None),
                             dtype=np.float64)
     return stats
 
@@ -340,7 +350,8 @@ def _sum_rows(stats: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
 
 def margin_ci(metric: str, preds: Sequence[str], baseline: Sequence[str], refs: Sequence[str],
               level: float = 0.95, n_resamples: int = 1000, seed: int = 0,
-              groups: Sequence[Hashable] | None = None) -> tuple[float, float] | None:
+              groups: Sequence[Hashable] | None = None,
+              normalize: Normalizer | None = None) -> tuple[float, float] | None:
     """Paired-bootstrap interval of the model's margin over its baseline (positive = better), resampling
     the test samples with the model's and the baseline's answers kept together (Koehn 2004; scipy's
     percentile bootstrap). A lower bound above 0 is what the tables call *clearly* above chance: with a
@@ -348,10 +359,11 @@ def margin_ci(metric: str, preds: Sequence[str], baseline: Sequence[str], refs: 
 
     ``groups`` (one key per sample, e.g. its prompt) resamples distinct items instead of samples: a test
     split that repeats an item (the same clip and question) holds less evidence than its length says.
+    ``normalize``: the task's declared normaliser (None = the metric's own).
     None for fewer than two items: one item says nothing about how the margin would move."""
     from scipy.stats import bootstrap
 
-    ours, theirs = sample_stats(metric, preds, refs), sample_stats(metric, baseline, refs)
+    ours, theirs = sample_stats(metric, preds, refs, normalize), sample_stats(metric, baseline, refs, normalize)
     if groups is not None:                   # one row per distinct item: the sum of its samples' statistics
         keys = {k: i for i, k in enumerate(dict.fromkeys(groups))}
         index = np.array([keys[k] for k in groups])

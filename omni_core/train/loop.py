@@ -175,7 +175,8 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
     torch.manual_seed(cfg.train.seed)          # the same fresh weights on every rank (ZeRO-3 partitions them)
 
     ds_keep = None   # must stay referenced: transformers finds it through a weakref while loading
-    if dist.deepspeed and not deepspeed_cpu.on_cpu() and deepspeed_config(cfg, stage, dist)["zero_optimization"].get("stage") == 3:
+    if (dist.deepspeed and deepspeed_cpu.partitioned_load()
+            and deepspeed_config(cfg, stage, dist)["zero_optimization"].get("stage") == 3):
         from transformers.integrations import HfDeepSpeedConfig  # from_pretrained partitions while loading
 
         ds_keep = HfDeepSpeedConfig(deepspeed_config(cfg, stage, dist))

@@ -1,9 +1,14 @@
 """What a stage starts from: the checkpoint of the stage it follows (`init_from`, passed through the
 stages a profile disables) or a fresh model built from the config, with LoRA adapters when the stage
 trains the LLM and `train.lora_rank > 0`.
+
+The audio projector's rate (`model.audio.downsample`) is the one architecture knob a stage may change
+on the way: the stages before the first one that trains the projector never use it, so DVC does not rerun
+them when it changes (dvc.yaml), and that stage rebuilds a fresh projector at the new rate.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +16,8 @@ import torch
 from torch import nn
 
 from omni_core.config import Config, StageConfig
+
+log = logging.getLogger(__name__)
 
 
 def apply_lora(model: nn.Module, rank: int) -> nn.Module:
@@ -20,6 +27,32 @@ def apply_lora(model: nn.Module, rank: int) -> nn.Module:
     lora = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear")
     model.llm = get_peft_model(model.llm, lora)
     return model
+
+
+def match_audio_rate(model, processor, cfg: Config, stage: StageConfig, src: Path) -> None:
+    """Give ``model`` a fresh Conv-GMLP at ``model.audio.downsample`` when the checkpoint ``src`` has another
+    rate, initialised as a fresh model's would be (seeded by ``train.seed``; the global RNG is left as it was,
+    so the rest of the run draws what it would have). Only a stage that trains the projector may do this."""
+    from omni_core.model.audio import ConvGMLP
+
+    n, old = cfg.model.audio.downsample, model.config.audio_downsample
+    if n == old:
+        return
+    if stage.lr.get("audio_projector", 0.0) <= 0:
+        raise ValueError(
+            f"model.audio.downsample = {n}, but {src} was trained with {old} and stages.{stage.name} does not train "
+            f"the audio projector (lr 0), so a projector at the new rate would stay untrained: retrain from the "
+            f"first stage that trains it (lr.audio_projector > 0), or set model.audio.downsample back to {old}")
+    old_proj = model.audio_projector
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        fresh = ConvGMLP(old_proj.gate.in_channels, old_proj.proj.out_features, n)
+        fresh.apply(model._init_weights)
+    model.audio_projector = fresh.to(dtype=old_proj.proj.weight.dtype, device=old_proj.proj.weight.device)
+    model.config.audio_downsample = n
+    processor.model_cfg = replace(processor.model_cfg, audio=replace(processor.model_cfg.audio, downsample=n))
+    log.info("stages.%s: %s has audio projector rate n=%d, model.audio.downsample is %d: a fresh Conv-GMLP at "
+             "n=%d, trained by this stage", stage.name, src, old, n, n)
 
 
 def init_model(cfg: Config, stage: StageConfig, dtype: torch.dtype | None = None):
@@ -44,7 +77,12 @@ def init_model(cfg: Config, stage: StageConfig, dtype: torch.dtype | None = None
                 f"first: python -m omni_core.train --stage {init}")
         model = OmniForConditionalGeneration.from_pretrained(src, dtype=dtype, attn_implementation=attn)
         processor = OmniProcessor.from_pretrained(src)
+        match_audio_rate(model, processor, cfg, stage, src)
     else:
+        from omni_core.model.pretrained import check_backbones
+
+        # every pretrained folder first: a missing models/llm-7b then gets the LLM's advice, not the tokenizer's
+        check_backbones(cfg.model)
         tok_dir = cfg.model.tokenizer.path or str(Path(cfg.data.root) / "tokenizer")
         processor = OmniProcessor(load_tokenizer(tok_dir, cfg.model.trust_remote_code), cfg.model)
         model = build_model(replace(cfg, model=replace(cfg.model, attn_implementation=attn)), processor.tokenizer)

@@ -7,14 +7,17 @@ Layout of `checkpoints/<stage>/`:
 - `model/`: `save_pretrained` of model + processor (ZeRO-3 weights gathered, LoRA merged): what the
   next stage, the evaluation and users load.
 - `state/step_NNNNNN/`: weights as trained (with LoRA adapters unmerged), optimizer, scheduler, RNG
-  states of every rank, step and data position, and the config fingerprint; `state/latest` names the
-  newest one. DeepSpeed runs keep the engine's own (partitioned) checkpoint in `ds/`.
+  states of every rank, step and data position, the config fingerprint, and `checksums.json` (size and
+  sha256 of each of those files); `state/latest` names the newest one; the newest `train.keep_states`
+  are kept. DeepSpeed runs keep the engine's own (partitioned) checkpoint in `ds/`.
 
 Every write goes to a temporary directory that is renamed into place when complete, so a process
 killed mid-save leaves the previous checkpoint intact. A state written under a different config is
 refused (the trajectory would silently diverge) with the list of keys that changed. A state written
 from other *inputs* (the init checkpoint's weights, the training code, the data manifests) is stale:
-the stage trains anew rather than resume it or, once finished, re-export its old weights.
+the stage trains anew rather than resume it or, once finished, re-export its old weights. A state whose
+files no longer match their checksums (a full disk, a copy cut short, bit rot) is skipped with one log line
+naming the file: the run resumes from the newest intact state, or starts over when none is left.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import math
 import os
 import random
 import shutil
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +44,7 @@ from omni_core.config import Config, StageConfig
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
+MANIFEST_FILE = "checksums.json"     # {"files": {relative path: {"bytes", "sha256"}}}
 # Keys that do not change what a stage computes: a resume may differ in them.
 _IGNORED = {"stage": ("enabled", "save_every", "eval_every", "val_samples"),
             "data": ("num_workers", "on_bad_sample"), "model": ("attn_implementation",)}
@@ -50,6 +55,10 @@ _CODE = ("config.py", "processing.py", "model/**/*.py", "train/**/*.py", "data/*
 
 class CheckpointMismatchError(RuntimeError):
     """`resume: auto` found a state written under a different configuration."""
+
+
+class StateDamagedError(RuntimeError):
+    """A state's files are missing, truncated, altered or unreadable."""
 
 
 # ------------------------------------------------------------------------------------------ fingerprint
@@ -93,9 +102,13 @@ def stage_inputs(cfg: Config, stage: StageConfig) -> dict[str, str | None]:
     must then not be resumed or, once finished, re-exported as if it were the new result."""
     pkg = Path(__file__).resolve().parents[1]
     data = Path(cfg.data.root)
-    return {"init": init_digest(cfg, cfg.starts_from(stage)),
-            "code": _digest([f for pat in _CODE for f in pkg.glob(pat)], pkg),
-            "data": _digest([f for f in (data / "train.jsonl", data / "val.jsonl") if f.exists()], data)}
+    inputs = {"init": init_digest(cfg, cfg.starts_from(stage)),
+              "code": _digest([f for pat in _CODE for f in pkg.glob(pat)], pkg),
+              "data": _digest([f for f in (data / "train.jsonl", data / "val.jsonl") if f.exists()], data)}
+    if cfg.data.sources:     # users' own datasets (absent by default, so the prepared data's digests stay as they were)
+        manifests = [Path(m).resolve() for src in cfg.data.sources for m in (src.train, src.val) if m]
+        inputs["sources"] = _digest([m for m in manifests if m.exists()], Path("/"))
+    return inputs
 
 
 def config_hash(fp: dict[str, Any]) -> str:
@@ -189,17 +202,116 @@ class TrainerState:
     inputs: dict = dataclasses.field(default_factory=dict)     # stage_inputs() when the state was written
 
 
-def latest_state(out_dir: Path) -> Path | None:
-    """The newest complete state directory of a stage, or None."""
-    pointer = Path(out_dir) / "state" / "latest"
-    if not pointer.exists():
-        return None
-    path = pointer.parent / pointer.read_text().strip()
-    return path if (path / STATE_FILE).exists() else None
+def _fix(state_dir: Path) -> str:
+    return (f"Delete {state_dir} to resume from an older state, or start the stage over with "
+            f"--set train.resume=never.")
 
 
 def read_state(state_dir: Path) -> TrainerState:
-    return TrainerState(**json.loads((Path(state_dir) / STATE_FILE).read_text()))
+    path = Path(state_dir) / STATE_FILE
+    try:
+        return TrainerState(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as e:
+        raise StateDamagedError(f"{path} is unreadable ({type(e).__name__}: {e}). {_fix(path.parent)}") from e
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def write_manifest(state_dir: Path) -> None:
+    """Record size and sha256 of every file of `state_dir` in its `checksums.json` (before the state is
+    renamed into place, so a state is never visible without one)."""
+    state_dir = Path(state_dir)
+    files = {str(f.relative_to(state_dir)): {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+             for f in sorted(state_dir.rglob("*")) if f.is_file() and f.name != MANIFEST_FILE}
+    (state_dir / MANIFEST_FILE).write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=1))
+
+
+def _check_manifest(state_dir: Path) -> str | None:
+    try:
+        files = json.loads((state_dir / MANIFEST_FILE).read_text())["files"]
+        expected = {rel: (int(f["bytes"]), str(f["sha256"])) for rel, f in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return f"{MANIFEST_FILE}: unreadable ({type(e).__name__}: {e})"
+    if STATE_FILE not in expected:
+        return f"{MANIFEST_FILE}: does not list {STATE_FILE}"
+    for rel, (size, digest) in expected.items():
+        f = state_dir / rel
+        if not f.is_file():
+            return f"{rel}: missing"
+        if (got := f.stat().st_size) != size:
+            return (f"{rel}: truncated ({got:,} of {size:,} bytes)" if got < size
+                    else f"{rel}: {got:,} bytes, {size:,} were written")
+        if (got_digest := _sha256(f)) != digest:
+            return f"{rel}: sha256 {got_digest[:16]} does not match the recorded {digest[:16]}"
+    return None
+
+
+def _trial_read(state_dir: Path) -> str | None:
+    """A state written before checksums existed: every file it needs is there and its container is whole
+    (safetensors header vs file size, the CRC of every member of a torch zip). Unverified beyond that."""
+    needed = [STATE_FILE] + ([] if (state_dir / "ds").is_dir() else ["model.safetensors", "optimizer.pt", "scheduler.pt"])
+    for rel in needed:
+        if not (state_dir / rel).is_file():
+            return f"{rel}: missing"
+    from safetensors import safe_open
+
+    for f in sorted(state_dir.rglob("*")):
+        rel = f.relative_to(state_dir)
+        try:
+            if f.suffix == ".safetensors":
+                with safe_open(str(f), "pt"):
+                    pass
+            elif f.suffix == ".pt":
+                with zipfile.ZipFile(f) as z:
+                    if (bad := z.testzip()) is not None:
+                        return f"{rel}: member {bad} fails its CRC check"
+        except Exception as e:      # whatever a reader raises, the file cannot be loaded
+            return f"{rel}: unreadable ({type(e).__name__}: {e})"
+    return None
+
+
+def verify_state(state_dir: Path) -> str | None:
+    """What is wrong with a state directory, as "<file>: <problem>", or None when it is intact: checked
+    against its `checksums.json`, or, for a state written before those existed, read trial-wise."""
+    state_dir = Path(state_dir)
+    problem = (_check_manifest(state_dir) if (state_dir / MANIFEST_FILE).exists() else _trial_read(state_dir))
+    if problem is None:
+        try:
+            read_state(state_dir)
+        except StateDamagedError as e:
+            problem = f"{STATE_FILE}: unreadable ({e.__cause__})"
+    return " ".join(problem.split()) if problem else None      # one log line, whatever a reader's message holds
+
+
+def state_dirs(out_dir: Path) -> list[Path]:
+    """A stage's state directories, newest (highest step) first."""
+    root = Path(out_dir) / "state"
+    found = [p for p in root.glob("step_*") if p.is_dir() and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]), reverse=True)
+
+
+def find_state(out_dir: Path, report: bool = True) -> tuple[Path | None, list[Path]]:
+    """The newest intact state of a stage (or None) and the damaged ones newer than it; each damaged one is
+    logged in one line (`report`) naming the file and what is wrong with it."""
+    damaged: list[Path] = []
+    candidates = state_dirs(out_dir)
+    for i, d in enumerate(candidates):
+        problem = verify_state(d)
+        if problem is None:
+            return d, damaged
+        if report:
+            log.warning("state %s is damaged (%s); %s", d, problem,
+                        "trying the next older state" if i + 1 < len(candidates) else "no older state is left")
+        damaged.append(d)
+    return None, damaged
+
+
+def latest_state(out_dir: Path) -> Path | None:
+    """The newest intact state directory of a stage, or None (damaged ones are logged and skipped)."""
+    return find_state(out_dir)[0]
 
 
 def check_resumable(state_dir: Path, fp: dict[str, Any], world_size: int, deepspeed: bool,
@@ -236,12 +348,12 @@ def check_resumable(state_dir: Path, fp: dict[str, Any], world_size: int, deepsp
 
 def save_state(out_dir: Path, state: TrainerState, *, model: nn.Module | None = None,
                optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None, engine: Any = None,
-               rank: int = 0, barrier=lambda: None, keep: int = 1) -> Path:
+               rank: int = 0, barrier=lambda: None, keep: int = 2) -> Path:
     """Write `state/step_NNNNNN/` atomically and point `state/latest` at it; keep the newest `keep`.
 
     Torch path: model weights (safetensors), optimizer, scheduler. DeepSpeed path: the engine's
     checkpoint (partitioned optimizer states, scheduler) written collectively by all ranks.
-    Every rank stores its own RNG states.
+    Every rank stores its own RNG states; rank 0 then checksums all files (`checksums.json`).
     """
     root = Path(out_dir) / "state"
     final = root / f"step_{state.step:06d}"
@@ -257,9 +369,12 @@ def save_state(out_dir: Path, state: TrainerState, *, model: nn.Module | None = 
         torch.save(rng_state(), tmp / f"rng_{rank}.pt")
         if rank == 0:
             (tmp / STATE_FILE).write_text(json.dumps(dataclasses.asdict(state), indent=1))
+        barrier()                 # every rank's files are written before rank 0 checksums them
+        if rank == 0:
+            write_manifest(tmp)
     if rank == 0:
         write_text_atomic(root / "latest", final.name)
-        for old in sorted(root.glob("step_*"))[:-keep]:
+        for old in [d for d in state_dirs(out_dir) if d != final][max(keep, 1) - 1:]:
             shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
@@ -267,23 +382,43 @@ def save_state(out_dir: Path, state: TrainerState, *, model: nn.Module | None = 
 
 def load_state(state_dir: Path, *, model: nn.Module | None = None,
                optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None, engine: Any = None,
-               rank: int = 0) -> None:
-    """Restore what `save_state` wrote into live objects (the config was checked by `check_resumable`)."""
+               rank: int = 0, verify: bool = True) -> None:
+    """Restore what `save_state` wrote into live objects (the config was checked by `check_resumable`).
+
+    With `verify` the files are checked first (`verify_state`); a damaged file raises `StateDamagedError`
+    naming it, before any object is changed (the torch path reads every file before applying one)."""
     state_dir = Path(state_dir)
+    if verify and (problem := verify_state(state_dir)) is not None:
+        raise StateDamagedError(f"{state_dir} is damaged: {problem}. {_fix(state_dir)}")
+
+    def unreadable(name: str, e: Exception) -> StateDamagedError:
+        return StateDamagedError(f"{state_dir / name} is unreadable ({type(e).__name__}: {e}). {_fix(state_dir)}")
+
+    def read(name: str) -> Any:
+        try:
+            return torch.load(state_dir / name, weights_only=False)
+        except Exception as e:      # whatever unpickling raises, the file cannot be loaded
+            raise unreadable(name, e) from e
+
+    rng = read(f"rng_{rank}.pt") if (state_dir / f"rng_{rank}.pt").exists() else None
     if engine is not None:
         path, _ = engine.load_checkpoint(str(state_dir), tag="ds", load_optimizer_states=True,
                                          load_lr_scheduler_states=True)
         if path is None:
             raise RuntimeError(f"DeepSpeed could not load {state_dir / 'ds'}")
     else:
+        from safetensors import SafetensorError
         from safetensors.torch import load_model
 
-        load_model(model, str(state_dir / "model.safetensors"), strict=True)
-        optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=False))
-        scheduler.load_state_dict(torch.load(state_dir / "scheduler.pt", weights_only=False))
-    rng_file = state_dir / f"rng_{rank}.pt"
-    if rng_file.exists():
-        set_rng_state(torch.load(rng_file, weights_only=False))
+        optim, sched = read("optimizer.pt"), read("scheduler.pt")
+        try:          # reads the whole file before it changes a weight; a key mismatch is not damage
+            load_model(model, str(state_dir / "model.safetensors"), strict=True)
+        except (SafetensorError, OSError) as e:
+            raise unreadable("model.safetensors", e) from e
+        optimizer.load_state_dict(optim)
+        scheduler.load_state_dict(sched)
+    if rng is not None:
+        set_rng_state(rng)
 
 
 # ---------------------------------------------------------------------------------------- HF export
@@ -371,11 +506,21 @@ class StageRun:
         self.world_size = world_size
         self.out_dir = stage_dir(cfg, stage.name)
         self.fp, self.inputs = fingerprint(cfg, stage), stage_inputs(cfg, stage)
-        self.state_dir = latest_state(self.out_dir) if cfg.train.resume == "auto" else None
+        # every rank verifies alike (the same files), so all agree on the state without a broadcast
+        self.state_dir, damaged = (find_state(self.out_dir, report=main) if cfg.train.resume == "auto"
+                                   else (None, []))
         self.state = (check_resumable(self.state_dir, self.fp, world_size, deepspeed, self.inputs)
                       if self.state_dir else None)
-        if self.state is None and main and (self.out_dir / "state").exists():
+        if damaged and self.state_dir is None and main:
+            log.warning("no intact state of stage %s is left in %s (%d damaged); training it from the start",
+                        self.name, self.out_dir / "state", len(damaged))
+        barrier()                                          # no rank still reads what main removes below
+        if main and self.state is None and (self.out_dir / "state").exists():
             shutil.rmtree(self.out_dir / "state")          # a state of another run must not mix with this one
+        elif main and damaged:             # resuming an older state: the damaged newer ones are retrained
+            for d in damaged:
+                shutil.rmtree(d, ignore_errors=True)
+            write_text_atomic(self.out_dir / "state" / "latest", self.state_dir.name)
         barrier()
         self.summary: dict[str, Any] = {"stage": stage.name}
         if self.state is not None:
@@ -393,7 +538,7 @@ class StageRun:
 
     def load(self, **objects: Any) -> None:
         """Restore the state's weights, optimizer, scheduler (and engine) into `objects` (`load_state`)."""
-        load_state(self.state_dir, rank=self.rank, **objects)
+        load_state(self.state_dir, rank=self.rank, verify=False, **objects)     # verified when found
 
     def open_log(self, params: dict[str, Any]) -> None:
         if not self.main:
@@ -424,7 +569,7 @@ class StageRun:
                           world_size=self.world_size, finished=finished, fingerprint=self.fp, inputs=self.inputs,
                           metrics={k: v for k, v in self.summary.items() if isinstance(v, float)})
         save_state(self.out_dir, st, model=state_model, optimizer=optimizer, scheduler=scheduler, engine=engine,
-                   rank=self.rank, barrier=self.barrier)
+                   rank=self.rank, barrier=self.barrier, keep=self.cfg.train.keep_states)
         if finished:
             export_model(final_model, processor, self.out_dir / "model", engine=engine, rank=self.rank,
                          barrier=self.barrier, info=info)
