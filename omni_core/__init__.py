@@ -17,4 +17,4 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from omni_core.config import Config, ConfigError, load_config  # noqa: E402
 
 __all__ = ["Config", "ConfigError", "load_config"]
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -95,6 +95,43 @@ def test_user_task_imports_validates_trains_and_is_scored_with_its_declaration(t
     assert "| chart colour QA (`chart_qa`) | Acc. (%) |" in md and "| chart colour QA (`chart_qa`) | chrF |" in md
 
 
+def test_user_task_from_a_data_source_is_trained_scored_and_drawn(tmp_path):
+    """The README's bring-your-own-data path: the dataset stays in its own folder as a data source (one manifest
+    per split), a stage weights it beside the prepared data, and evaluation scores its test split with the
+    task's declaration; the prediction grid finds its media beside its manifest."""
+    from omni_core import plots
+    from omni_core.eval.runner import evaluate
+    from omni_core.train.loop import train_stage
+
+    data = make_tiny_data(tmp_path / "data", n_train=4, n_val=2, tasks=("text_instruct",))
+    params = _params(tmp_path, data, {"chart_qa": CHART})
+    own = tmp_path / "charts_data"
+    for split in ("train", "val", "test"):
+        assert data_cli(["import-llava", str(_llava(tmp_path, split)), "--media-root", str(tmp_path / "charts"),
+                         "--out", str(own / f"{split}.jsonl"), "--task", "chart_qa", "--split", split,
+                         "--params", str(params)]) == 0
+    raw = yaml.safe_load(params.read_text())
+    raw["data"]["sources"] = [{"name": "charts", "license": "CC0-1.0",
+                               **{split: str(own / f"{split}.jsonl") for split in ("train", "val", "test")}}]
+    raw["stages"]["user_sft"]["sources"] = {"charts": 2.0}
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert not any("chart_qa" in line for line in (data / "train.jsonl").read_text().splitlines())
+
+    cfg = load_config(params)
+    res = train_stage(cfg, "user_sft", progress=False)
+    assert res["steps"] == 3 and np.isfinite(res["train_loss"])
+    results = evaluate(cfg, Path(cfg.train.checkpoints_dir) / "user_sft" / "model")
+    chart = results["tables"]["image"]["tasks"]["chart_qa"]
+    assert chart["n"] == 6 and chart["baseline"] == "majority answer 'red'"   # fit on the source's train split
+    assert chart["chance"]["accuracy"] == pytest.approx(100 * 2 / 6)
+    rows = [json.loads(line) for line in (Path(cfg.eval.metrics_dir) / "predictions.jsonl").read_text().splitlines()]
+    assert {r["manifest"] for r in rows if r["task"] == "chart_qa"} == {str(own / "test.jsonl")}
+    assert all("manifest" not in r for r in rows if r["task"] != "chart_qa")    # the prepared data's rows as before
+    records = plots.prediction_records(rows, data / "test.jsonl")
+    fig = plots.plot_prediction_grid([r for r in records if r["task"] == "chart_qa"], data, per_task=2)
+    assert fig is not None
+
+
 def test_user_task_undeclared_is_refused_in_one_line(tmp_path, capsys):
     from omni_core.eval.runner import read_manifest as eval_manifest
 

@@ -55,6 +55,11 @@ class Sample:
     messages: list[dict]
     question: str
     reference: str
+    manifest: Path | None = None    # where it was read; its media paths are relative to its folder
+
+    @property
+    def base_dir(self) -> Path | None:
+        return self.manifest.parent if self.manifest is not None else None
 
 
 def _text(content: Any) -> str:
@@ -63,14 +68,15 @@ def _text(content: Any) -> str:
     return " ".join(p.get("text", "") for p in content if p.get("type") == "text").strip()
 
 
-def to_sample(record: dict, where: str) -> Sample:
+def to_sample(record: dict, where: str, manifest: Path | None = None) -> Sample:
     """Split a manifest record; the last message must be the assistant's answer."""
     msgs = record.get("messages") or []
     if not msgs or msgs[-1].get("role") != "assistant":
         raise ValueError(f"{where}: record {record.get('id')!r} must end with an assistant message (the reference); "
                          "fix the manifest or re-run `python -m omni_core.data prepare`")
     question = " ".join(_text(m["content"]) for m in msgs[:-1] if m.get("role") == "user")
-    return Sample(str(record.get("id")), record["task"], msgs[:-1], msgs, question, _text(msgs[-1]["content"]))
+    return Sample(str(record.get("id")), record["task"], msgs[:-1], msgs, question, _text(msgs[-1]["content"]),
+                  manifest)
 
 
 def read_manifest(path: str | Path, tasks: Iterable[str] | None = None, max_per_task: int | None = None,
@@ -88,8 +94,27 @@ def read_manifest(path: str | Path, tasks: Iterable[str] | None = None, max_per_
         if task not in known:
             raise ValueError(f"{path}:{i}: {undeclared_task(str(task), known)}")
         if (wanted is None or task in wanted) and (max_per_task is None or len(out[task]) < max_per_task):
-            out[task].append(to_sample(rec, f"{path}:{i}"))
+            out[task].append(to_sample(rec, f"{path}:{i}", path))
     return dict(out)
+
+
+def split_manifests(cfg: Config, split: str) -> list[Path]:
+    """The manifests of ``split``: the prepared data's, then each data source's that has one (``data.sources``).
+    The prepared one may be missing only when a source gives the split."""
+    prepared = Path(cfg.data.root) / f"{split}.jsonl"
+    own = [Path(getattr(src, split)) for src in cfg.data.sources if getattr(src, split, None)]
+    return ([prepared] if prepared.exists() or not own else []) + own
+
+
+def read_split(cfg: Config, split: str, tasks: Iterable[str] | None = None, max_per_task: int | None = None,
+               known: Mapping[str, TaskSpec] | None = None) -> dict[str, list[Sample]]:
+    """:func:`read_manifest` over every manifest of ``split`` (:func:`split_manifests`), grouped by task, in
+    manifest order; ``max_per_task`` caps each task over all of them."""
+    out: dict[str, list[Sample]] = defaultdict(list)
+    for path in split_manifests(cfg, split):
+        for task, samples in read_manifest(path, tasks, max_per_task, known).items():
+            out[task] += samples
+    return {task: samples[:max_per_task] for task, samples in out.items()}
 
 
 # ---------------------------------------------------------------------------------------- batching
@@ -149,7 +174,7 @@ def generate_answers(model, processor, samples: Sequence[Sample], base_dir: str 
     suppress = suppressed_token_ids(tok)
     answers: list[str] = []
     for chunk in _chunks(samples, batch_size):
-        feats = [processor(s.prompt, base_dir=base_dir, add_generation_prompt=True) for s in chunk]
+        feats = [processor(s.prompt, base_dir=s.base_dir or base_dir, add_generation_prompt=True) for s in chunk]
         batch = _to(left_pad_batch(feats, pad), model)
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                              pad_token_id=pad, eos_token_id=tok.eos_token_id, suppress_tokens=suppress,
@@ -175,7 +200,7 @@ def text_nll(model, processor, samples: Sequence[Sample], base_dir: str | Path) 
     """
     total, count = 0.0, 0
     for s in samples:
-        feat = processor(s.messages, base_dir=base_dir)
+        feat = processor(s.messages, base_dir=s.base_dir or base_dir)
         batch = _to({"input_ids": feat["input_ids"][None], "attention_mask": feat["attention_mask"][None]}, model)
         logits = model(**batch).logits[0, :-1].float()
         target = feat["labels"][1:].to(logits.device)
@@ -260,7 +285,8 @@ def settings(cfg: Config, checkpoint_dir: str | Path, split: str, batch_size: in
 def evaluate(cfg: Config, checkpoint_dir: str | Path, split: str = "test", tasks: Iterable[str] | None = None,
              batch_size: int | None = None, write: bool = True, model=None, processor=None,
              device: str | None = None) -> dict:
-    """Evaluate ``checkpoint_dir`` on ``data/prepared/<split>.jsonl``; return and (``write``) save the results.
+    """Evaluate ``checkpoint_dir`` on ``data/prepared/<split>.jsonl`` and each data source's ``split`` manifest
+    (``data.sources``; chance baselines fit on their train manifests alike); return and (``write``) save the results.
 
     Returns ``{"settings": {...}, "tables": {table: {"settings", "tasks": {task: {metric: value, "chance":
     {metric: value}, "margin_ci95": {metric: [low, high]}, "baseline": str, "n": int, "distinct_answers": int}}}},
@@ -280,10 +306,11 @@ def evaluate(cfg: Config, checkpoint_dir: str | Path, split: str = "test", tasks
         model, processor = load_checkpoint(cfg, checkpoint_dir, device)
     model.eval()
     root = Path(cfg.data.root)
-    test = read_manifest(root / f"{split}.jsonl", tasks, cfg.eval.max_samples_per_task, specs)
-    train = read_manifest(root / "train.jsonl", None, None, specs) if (root / "train.jsonl").exists() else {}
+    test = read_split(cfg, split, tasks, cfg.eval.max_samples_per_task, specs)
+    train = read_split(cfg, "train", None, None, specs) if all(p.exists() for p in split_manifests(cfg, "train")) else {}
     if not test:
-        raise ValueError(f"{root / f'{split}.jsonl'}: no samples for tasks {sorted(tasks or specs)}")
+        raise ValueError(f"{', '.join(map(str, split_manifests(cfg, split)))}: no samples for tasks "
+                         f"{sorted(tasks or specs)}")
     run = settings(cfg, checkpoint_dir, split, batch_size, model)
     tables: dict[str, dict] = {}
     predictions: dict[str, list[dict]] = {}
@@ -308,7 +335,9 @@ def evaluate(cfg: Config, checkpoint_dir: str | Path, split: str = "test", tasks
                 cis = {m: margin_ci(m, answers, base, refs, seed=cfg.eval.seed, groups=items,
                                     normalize=task_normalizer(spec)) for m in spec.metrics}
                 res["margin_ci95"] = {m: list(ci) if ci is not None else None for m, ci in cis.items()}
-            predictions[task] = [{"id": s.id, "prediction": a, "reference": s.reference}
+            # a data source's sample names its manifest (the figures find its media there)
+            predictions[task] = [{"id": s.id, "prediction": a, "reference": s.reference,
+                                  **({"manifest": str(s.manifest)} if s.base_dir not in (None, root) else {})}
                                  for s, a in zip(samples, answers)]
         tables.setdefault(spec.table, {"settings": run, "tasks": {}})["tasks"][task] = res
     results = {"settings": run, "tables": tables, "predictions": predictions}
@@ -325,8 +354,8 @@ def _perplexity_entry(cfg: Config, model, processor, samples, train_samples, roo
         res["perplexity_before"] = perplexity(*text_nll(before, processor, samples, root))
         res["before_checkpoint"] = where
     if train_samples:
-        tr = [_label_tokens(processor(s.messages, base_dir=root)).tolist() for s in train_samples]
-        te = [_label_tokens(processor(s.messages, base_dir=root)).tolist() for s in samples]
+        tr = [_label_tokens(processor(s.messages, base_dir=s.base_dir or root)).tolist() for s in train_samples]
+        te = [_label_tokens(processor(s.messages, base_dir=s.base_dir or root)).tolist() for s in samples]
         res["chance"] = {"perplexity": unigram_perplexity(tr, te, len(processor.tokenizer))}
         res["baseline"] = "add-one unigram model of the training split's tokens"
     return res

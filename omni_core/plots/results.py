@@ -112,15 +112,18 @@ def prediction_records(predictions: str | Path | Iterable[Mapping], manifest: st
     if isinstance(predictions, (str, Path)):
         with open(predictions) as f:
             predictions = [json.loads(line) for line in f if line.strip()]
-    samples = {s["id"]: s for s in read_manifest(manifest)}
+    manifests: dict[str, dict[str, dict]] = {}    # a data source's rows name their manifest; the rest are ``manifest``'s
     records = []
     for p in predictions:
-        s = samples.get(p["id"])
+        where = p.get("manifest", str(manifest))
+        if where not in manifests:
+            manifests[where] = {s["id"]: s for s in read_manifest(where)}
+        s = manifests[where].get(p["id"])
         if s is None:
-            raise KeyError(f"prediction {p['id']!r} has no sample in {manifest}; evaluate and data prep disagree")
+            raise KeyError(f"prediction {p['id']!r} has no sample in {where}; evaluate and data prep disagree")
         question = " ".join(part["text"] for m in s["messages"][:-1] if m["role"] == "user"
                             for part in m["content"] if part["type"] == "text")
-        records.append({**p, "question": question, "sample": s})
+        records.append({**p, "question": question, "sample": s, "base_dir": str(Path(where).parent)})
     return records
 
 
@@ -225,12 +228,13 @@ def plot_prediction_grid(records: Sequence[Mapping], root: str | Path, vision=No
     for r in picks:
         parts = media_parts(r["sample"])
         visual = next((p for p in parts if p["type"] in ("image", "video")), None)
+        base = Path(r.get("base_dir", root))          # a data source's media sit beside its own manifest
         if visual is not None:
-            picture = np.asarray(load_image(visual, root, side)) if visual["type"] == "image" else \
-                _frames_strip(load_video_frames(visual, root, fps, max_frames))
+            picture = np.asarray(load_image(visual, base, side)) if visual["type"] == "image" else \
+                _frames_strip(load_video_frames(visual, base, fps, max_frames))
             shown.append((picture, picture.shape[0] / picture.shape[1]))
         else:
-            shown.append((load_audio(parts[0], root), 0.6) if parts else (None, 0.2))
+            shown.append((load_audio(parts[0], base), 0.6) if parts else (None, 0.2))
     height = 1.4 + 3.1 * max(aspect for _, aspect in shown)
     fig, axes = plt.subplots(1, len(picks), figsize=(3.3 * len(picks), height), squeeze=False, layout="constrained")
     for ax, r, (media, _) in zip(axes[0], picks, shown):
