@@ -237,7 +237,7 @@ def test_ablation_helpers(setup, tmp_path):
     with pytest.raises(ValueError, match="model.audio.downsample = 2"):
         init_model(variant_cfg, replace(variant_cfg.stage("1a_image_caption"), init_from="0_text"))
     # the downsample result's interval: over the test clips, around the corpus WER
-    lo, hi = ablation.score_ci("wer", ["a b c", "a x", "d e f g", "q"], ["a b c", "a b", "d e f g", "r s"])
+    lo, hi = M.score_ci("wer", ["a b c", "a x", "d e f g", "q"], ["a b c", "a b", "d e f g", "r s"])
     assert 0 <= lo <= 100 * 3 / 11 <= hi
     # staging variant: after the shared stand-ins (0_*), the joint stage spends the recipe's tokens on the union
     # of its mixtures

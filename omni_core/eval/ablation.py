@@ -31,7 +31,7 @@ from typing import Any
 
 from omni_core.config import MODULES, Config, StageConfig, load_config, merge_overrides
 
-from .metrics import TASKS, higher_is_better, relative_to_chance, task_spec
+from .metrics import TASKS, higher_is_better, relative_to_chance, score_ci, task_spec
 
 DOWNSAMPLE_RATES = (2, 4, 8)
 RESULTS_DIR = Path("metrics/ablations")     # one folder per kind: downsample/, staging/, seeds/
@@ -97,24 +97,6 @@ def copy_checkpoint(src: Path, dst: Path, how_to_make: str) -> None:
                                 f"{how_to_make}")
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(src, dst)
-
-
-def score_ci(metric: str, preds: Sequence[str], refs: Sequence[str], level: float = 0.95,
-             n_resamples: int = 1000, seed: int = 0) -> tuple[float, float] | None:
-    """Percentile-bootstrap interval of a corpus metric over the test samples (None for fewer than two): how
-    far another draw of the test clips would move it. It does not cover the training draw (seed)."""
-    import numpy as np
-    from scipy.stats import bootstrap
-
-    from .metrics import sample_stats, score_from_stats
-
-    stats = sample_stats(metric, preds, refs)
-    if len(stats) < 2:
-        return None
-    res = bootstrap((np.arange(len(stats)),), lambda idx: score_from_stats(metric, stats[idx].sum(0)),
-                    vectorized=False, confidence_level=level, n_resamples=n_resamples, method="percentile",
-                    rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def downsample_variant(cfg: Config, n: int, workdir: str | Path, params: str | Path = "params.yaml",

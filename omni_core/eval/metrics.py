@@ -361,8 +361,6 @@ def margin_ci(metric: str, preds: Sequence[str], baseline: Sequence[str], refs: 
     split that repeats an item (the same clip and question) holds less evidence than its length says.
     ``normalize``: the task's declared normaliser (None = the metric's own).
     None for fewer than two items: one item says nothing about how the margin would move."""
-    from scipy.stats import bootstrap
-
     ours, theirs = sample_stats(metric, preds, refs, normalize), sample_stats(metric, baseline, refs, normalize)
     if groups is not None:                   # one row per distinct item: the sum of its samples' statistics
         keys = {k: i for i, k in enumerate(dict.fromkeys(groups))}
@@ -375,7 +373,25 @@ def margin_ci(metric: str, preds: Sequence[str], baseline: Sequence[str], refs: 
     def margin(idx: np.ndarray) -> float:
         return sign * (score_from_stats(metric, ours[idx].sum(0)) - score_from_stats(metric, theirs[idx].sum(0)))
 
-    res = bootstrap((np.arange(len(ours)),), margin, vectorized=False, confidence_level=level,
+    return _percentile_ci(len(ours), margin, level, n_resamples, seed)
+
+
+def score_ci(metric: str, preds: Sequence[str], refs: Sequence[str], level: float = 0.95,
+             n_resamples: int = 1000, seed: int = 0) -> tuple[float, float] | None:
+    """Percentile-bootstrap interval of a corpus metric itself over the test samples (None for fewer than two):
+    how far another draw of the test samples would move it (not how far another training draw would)."""
+    stats = sample_stats(metric, preds, refs)
+    if len(stats) < 2:
+        return None
+    return _percentile_ci(len(stats), lambda idx: score_from_stats(metric, stats[idx].sum(0)), level, n_resamples, seed)
+
+
+def _percentile_ci(n: int, statistic: Callable[[np.ndarray], float], level: float, n_resamples: int,
+                   seed: int) -> tuple[float, float]:
+    """scipy's percentile bootstrap of ``statistic`` (a function of resampled row indices) over ``n`` rows."""
+    from scipy.stats import bootstrap
+
+    res = bootstrap((np.arange(n),), statistic, vectorized=False, confidence_level=level,
                     n_resamples=n_resamples, method="percentile", rng=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
