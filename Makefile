@@ -22,11 +22,12 @@ PYTEST_ARGS ?=
 .PHONY: setup apt repro ablations test lab lint small data bench demo help
 help:
 	@echo "make repro   set up (if needed) and run the pipeline: dvc repro (tiny profile)"
+	@echo "make repro PROFILE=small   the whole recipe on real small backbones: dvc repro small/dvc.yaml (~2 h)"
 	@echo "make ablations  the paper's ablations at tiny scale + the recipe redrawn with 2 more seeds (second pipeline)"
 	@echo "make test    set up (if needed) and run the test suite"
 	@echo "make lab     JupyterLab on the repo"
 	@echo "make lint    ruff + notebook pairing check"
-	@echo "make small   convert the small profile's pretrained weights into models/converted/"
+	@echo "make small   convert the small profile's pretrained weights into models/small/"
 	@echo "make data    prepare the data only (python -m omni_core.data prepare)"
 	@echo "make bench   run the JSON benchmarks (data, training, streaming) into benchmarks/results/"
 	@echo "make demo    replay VIDEO=file.mp4 through the real-time session with the trained checkpoint"
@@ -51,8 +52,13 @@ $(STAMP): requirements.txt requirements-nodeps.txt requirements-lmms.txt pyproje
 	$(PY) -c "import torch, transformers, deepspeed, papermill, dvc, omni_core" 
 	@touch $(STAMP)
 
+# PROFILE=small runs the small profile's own pipeline (small/dvc.yaml: real backbones, about 2 h on 2 cores)
+PROFILE ?= tiny
+PIPELINE_tiny :=
+PIPELINE_small := small/dvc.yaml
 repro: setup
-	$(WITH_TCMALLOC) dvc repro
+	@$(if $(filter tiny small,$(PROFILE)),true,echo "make repro PROFILE=$(PROFILE): choose tiny or small (full: README, Scaling up)" >&2; false)
+	$(WITH_TCMALLOC) dvc repro $(PIPELINE_$(PROFILE))
 
 ablations: setup
 	$(WITH_TCMALLOC) dvc repro ablations/dvc.yaml
@@ -68,7 +74,7 @@ lint: setup
 	$(PY) -m omni_core.notebooks check
 
 small: setup
-	$(PY) -m omni_core.model.pretrained --profile small
+	$(PY) -m omni_core.model.pretrained --profile small --out models/small
 
 data: setup
 	$(PY) -m omni_core.data prepare
@@ -81,7 +87,7 @@ bench: setup
 	$(PY) benchmarks/bench_text_copy.py
 	$(PY) benchmarks/bench_scene_reading.py
 	$(PY) benchmarks/bench_audio_reading.py
-	$(PY) benchmarks/bench_small_audio.py
+	$(PY) benchmarks/bench_small_costs.py
 	$(PY) benchmarks/bench_cpu_parallelism.py
 	$(PY) benchmarks/bench_notebook_overhead.py
 

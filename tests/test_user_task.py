@@ -197,8 +197,8 @@ def test_user_task_modalities_bound_its_samples_and_built_ins_stay_as_they_were(
     # the built-ins: declared once, in the paper's order, scored as before tasks were data
     assert set(R.BUILTIN) == set(ALL_TASKS) and M.TASKS is R.BUILTIN
     assert list(M.TASKS) == ["text_lm", "text_instruct", "image_caption", "image_vqa", "ocr", "highres_read",
-                             "video_caption", "video_qa", "asr", "asr_real", "spoken_qa", "omni_image_speech",
-                             "omni_continuation", "video_narration_qa"]
+                             "video_caption", "video_qa", "asr", "asr_real", "asr_open", "asr_heldout_voice",
+                             "spoken_qa", "omni_image_speech", "omni_continuation", "video_narration_qa"]
     assert all(s.normalize == "metric" and s.builtin for s in R.BUILTIN.values())
     assert set(R.METRIC_NAMES) == set(M.METRICS) | {"perplexity"}
     assert set(R.NORMALIZATIONS) == set(M.NORMALIZERS) | {"metric"}

@@ -20,6 +20,9 @@ TASK_NOTES = {
     "video_qa": "direction of motion / which digit, on moving-MNIST clips; exact match",
     "asr": "flite speech (several voices and speeds) of task phrases and connected digits, closed vocabulary; WER",
     "asr_real": "real recorded speech: LibriVox and spoken card names (pocketsphinx-testdata); test only; WER",
+    "asr_open": "flite reading Debian fortune sentences (training voices, several speeds), open vocabulary, split by "
+                "fortune; WER",
+    "asr_heldout_voice": "asr_open's test sentences read by a flite voice no training sample has; test only; WER",
     "spoken_qa": "spoken arithmetic and counting questions; exact match",
     "omni_image_speech": "shape scene + spoken question about it; exact match",
     "omni_continuation": "first quarter of a scene description spoken; predict the rest from image + audio; chrF",

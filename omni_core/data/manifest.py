@@ -17,8 +17,9 @@ from ..task_registry import BUILTIN, TaskSpec, declared, undeclared_task
 # The built-in tasks (declared in omni_core/task_registry.py). TASKS is the order `prepare` writes their
 # samples in, which the prepared data's bytes depend on; user tasks come from params.yaml `tasks:`.
 TASKS = ("image_caption", "image_vqa", "ocr", "highres_read", "video_caption", "video_qa", "asr", "spoken_qa",
-         "omni_image_speech", "omni_continuation", "video_narration_qa", "text_instruct", "text_lm")
+         "omni_image_speech", "omni_continuation", "video_narration_qa", "text_instruct", "text_lm", "asr_open")
 EVAL_ONLY_TASKS = tuple(t for t, spec in BUILTIN.items() if spec.eval_only)   # real LibriVox speech: test only
+OPT_IN_TASKS = ("asr_open", "asr_heldout_voice")   # built only where data.task_samples names them (small profile)
 ALL_TASKS = TASKS + EVAL_ONLY_TASKS
 SPLITS = ("train", "val", "test")
 ROLES = ("system", "user", "assistant")

@@ -15,27 +15,36 @@ import shutil
 import time
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, DataConfig
 from .card import write_card
-from .manifest import SPLITS, TASKS, Sample, sample_text, write_manifest
+from .manifest import EVAL_ONLY_TASKS, OPT_IN_TASKS, SPLITS, TASKS, Sample, sample_text, write_manifest
 from .tasks import BUILDERS, BuildContext
 
 OWNED = ("media", "tokenizer", "train.jsonl", "val.jsonl", "test.jsonl", "card.md", "stats.json")
 
 
-SPEECH_FIRST = ("asr", "spoken_qa", "omni_image_speech", "omni_continuation", "video_caption", "video_qa",
-                "video_narration_qa")
+SPEECH_FIRST = ("asr", "asr_open", "asr_heldout_voice", "spoken_qa", "omni_image_speech", "omni_continuation",
+                "video_caption", "video_qa", "video_narration_qa")
 
 
-def build_samples(ctx: BuildContext, tasks=TASKS + ("asr_real",)) -> dict[str, list[Sample]]:
+def sample_count(cfg: DataConfig, task: str, split: str) -> int:
+    """Samples of ``task`` in ``split``: ``data.task_samples`` where it names them, else ``<split>_per_task``;
+    an opt-in task has none unless named."""
+    named = cfg.task_samples.get(task)
+    if named is None and task in OPT_IN_TASKS:
+        return 0
+    return (named or {}).get(split, getattr(cfg, f"{split}_per_task"))
+
+
+def build_samples(ctx: BuildContext, tasks=TASKS + EVAL_ONLY_TASKS) -> dict[str, list[Sample]]:
     """All tasks' samples per split, in ``tasks`` order; media are written under ``ctx.out``.
 
     Tasks with speech are built first so the flite pool works while images are drawn."""
-    per = {"train": ctx.cfg.train_per_task, "val": ctx.cfg.val_per_task, "test": ctx.cfg.test_per_task}
     built = {}
     for task in sorted(tasks, key=lambda t: t not in SPEECH_FIRST):
         for split in SPLITS:
-            built[task, split] = BUILDERS[task](ctx, split, per[split])
+            n = sample_count(ctx.cfg, task, split)
+            built[task, split] = BUILDERS[task](ctx, split, n) if n else []
     ctx.flush()
     return {split: [s for task in tasks for s in built[task, split]] for split in SPLITS}
 

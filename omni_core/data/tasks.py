@@ -52,15 +52,17 @@ class BuildContext:
         S.write_png(self.out / rel, img)
         return rel
 
-    def speech(self, words: str, rng: np.random.Generator, variants: int | None = None) -> str:
-        """Queue ``words`` spoken by a random configured voice and speed; same request, same file.
+    def speech(self, words: str, rng: np.random.Generator, variants: int | None = None,
+               voices: list[str] | None = None) -> str:
+        """Queue ``words`` spoken by a random voice (of ``voices``, else the configured training voices) and
+        speed; same request, same file.
 
         ``variants`` caps the recordings of one text (template questions, narration): flite time
         is the bulk of data prep, and a few voices per question are enough to learn it."""
         if variants:
             rng = np.random.default_rng(S.stable_hash(self.cfg.seed, words, int(rng.integers(variants))))
-        req = S.SpeechRequest(words, self.cfg.voices[int(rng.integers(len(self.cfg.voices)))],
-                              S.SPEEDS[int(rng.integers(len(S.SPEEDS)))])
+        voices = voices or self.cfg.voices
+        req = S.SpeechRequest(words, voices[int(rng.integers(len(voices)))], S.SPEEDS[int(rng.integers(len(S.SPEEDS)))])
         rel = f"media/speech/{S.short_id(req.text, req.voice, req.stretch)}.wav"
         self._speech[rel] = req
         if self.workers > 1 and req not in self._futures:
@@ -353,6 +355,41 @@ def asr_real(ctx: BuildContext, split: str, n: int) -> list[Sample]:
 
 
 @functools.cache
+def _open_sentences(split: str) -> list[str]:
+    """``split``'s plain fortune sentences (4-20 words), split by fortune as text_lm splits the fortunes, so no
+    test sentence is heard, or read as text, in training."""
+    return [t for i, t in S.fortune_sentences(20, 4) if S.split_of("prose", f"fortune:{i}") == split]
+
+
+def asr_open(ctx: BuildContext, split: str, n: int) -> list[Sample]:
+    """Read speech in an open vocabulary: flite reads fortune sentences in the training voices and speeds, so
+    the audio projector learns to pass on what it hears, not a closed vocabulary (opt-in: data.task_samples)."""
+    out = []
+    for i in range(n):
+        words = _pick(_open_sentences(split), i, 21)
+        out.append(make_sample(f"asr_open-{split}-{i:05d}", "asr_open", split, "flite:fortunes",
+                               f"{FORTUNES_LICENSE}; {FLITE_LICENSE}",
+                               [media("audio", ctx.speech(words, ctx.rng("asr_open", split, i))),
+                                text("Transcribe the audio.")], words))
+    return out
+
+
+def asr_heldout_voice(ctx: BuildContext, split: str, n: int) -> list[Sample]:
+    """asr_open's first ``n`` test sentences read by ``data.heldout_voices``, which no training sample speaks:
+    the same sentences, an unheard voice (test only)."""
+    if split != "test":
+        return []
+    out = []
+    for i in range(n):
+        words = _pick(_open_sentences(split), i, 21)
+        speech = ctx.speech(words, ctx.rng("asr_heldout_voice", i), voices=ctx.cfg.heldout_voices)
+        out.append(make_sample(f"asr_heldout_voice-{i:05d}", "asr_heldout_voice", split, "flite:fortunes",
+                               f"{FORTUNES_LICENSE}; {FLITE_LICENSE}",
+                               [media("audio", speech), text("Transcribe the audio.")], words))
+    return out
+
+
+@functools.cache
 def _spoken_questions() -> tuple[tuple[str, str], ...]:
     w = S.NUMBER_WORDS
     qa = [(f"what is {w[a]} plus {w[b]}", w[a + b]) for a in range(10) for b in range(10) if a + b <= 20]
@@ -532,4 +569,5 @@ BUILDERS: dict[str, Callable[[BuildContext, str, int], list[Sample]]] = {
     "video_caption": video_caption, "video_qa": video_qa, "asr": asr, "spoken_qa": spoken_qa,
     "omni_image_speech": omni_image_speech, "omni_continuation": omni_continuation,
     "video_narration_qa": video_narration_qa, "text_instruct": text_instruct, "text_lm": text_lm, "asr_real": asr_real,
+    "asr_open": asr_open, "asr_heldout_voice": asr_heldout_voice,
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import sys
 import textwrap
 from collections import Counter
@@ -25,14 +26,20 @@ from .tables import beats_chance, fmt_number, load_results, margin_cell, markdow
 
 START = "<!-- results:start: generated from metrics/*.json by `python -m omni_core.eval.readme_results --write` -->"
 END = "<!-- results:end -->"
+# the small profile beside the tiny one: metrics/small/*.json (small/dvc.yaml) against metrics/*.json
+SMALL_START = ("<!-- small-results:start: generated from metrics/small/*.json and metrics/*.json by "
+               "`python -m omni_core.eval.readme_results --write` -->")
+SMALL_END = "<!-- small-results:end -->"
 README = REPO_ROOT / "README.md"
 METRICS_DIR = REPO_ROOT / "metrics"
+SMALL_DIR = "small"             # the small profile's metrics: a folder of metrics/
 
 _METRIC_CELL = {"perplexity": "perplexity", "exact": "exact match %", "accuracy": "accuracy %", "chrf": "chrF",
                 "bleu": "BLEU", "wer": "WER %", "cer": "CER %"}
 _METRIC_NAME = {"perplexity": "perplexity", "exact": "exact match", "accuracy": "accuracy", "chrf": "chrF",
                 "bleu": "BLEU", "wer": "WER", "cer": "CER"}
 _TASK_NOTE = {"asr": "closed vocabulary", "asr_real": "real speech, open vocabulary, never trained on",
+              "asr_open": "open vocabulary", "asr_heldout_voice": "a voice never trained on",
               "video_narration_qa": "the answer is in the clip's sound track"}
 # the audio branch's headline and the one task that only hearing solves
 _HIGHLIGHT = {"asr", "video_narration_qa"}
@@ -164,43 +171,100 @@ def render_block(results: dict) -> str:
     return "\n\n".join([_settings_sentence(results), markdown_table(header, _rows(results)), _summary(results)])
 
 
-def _split(readme_text: str) -> tuple[str, str, str]:
+def _task_rows(results: dict) -> dict[str, tuple[str, dict]]:
+    return {task: (table, res) for table in TABLES for task, res in results["tables"].get(table, {}).get("tasks", {}).items()}
+
+
+def _duration(seconds: float) -> str:
+    h, m = divmod(round(seconds / 60), 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min"
+
+
+def render_small_block(small: dict | None, tiny: dict, timing: dict | None = None) -> str:
+    """The small profile's results beside the tiny one's, task by task (the small run's chance, margin and
+    verdict), its settings and what the run cost; a line saying how to run it when there are no results."""
+    if small is None:
+        return ("The small profile has no committed results in this checkout yet: `make repro PROFILE=small` "
+                "writes them to `metrics/small/`.")
+    header = ["table", "task", "metric", "tiny", "small", "small: chance", "small: margin [95 % CI]",
+              "small: above chance"]
+    tiny_rows, rows = _task_rows(tiny), []
+    for task, (table, res) in _task_rows(small).items():
+        headline = _headline(task, res)
+        cells = []
+        for r in (tiny_rows.get(task, (None, None))[1], res):
+            cell = fmt_number(r.get(headline)) if r else "–"
+            if r and "perplexity_before" in r:
+                cell += f" ({fmt_number(r['perplexity_before'])} before)"
+            cells.append(cell)
+        label = f"{task} ({_TASK_NOTE[task]})" if task in _TASK_NOTE else task
+        rows.append([table, label, _METRIC_CELL[headline], *cells, fmt_number(res.get("chance", {}).get(headline)),
+                     margin_cell(res, headline), _verdict_cell(task, res, headline)])
+    parts = [_settings_sentence(small)]
+    if timing:
+        cpu = timing.get("cpu", "")
+        parts[0] += (f" The whole small recipe took {_duration(timing['total_seconds'])} on {timing.get('cpu_count', '?')} "
+                     f"CPU cores ({cpu}); per stage: `metrics/small/timing.json`.")
+    return "\n\n".join([textwrap.fill(parts[0], width=110, break_long_words=False, break_on_hyphens=False),
+                        markdown_table(header, rows), _summary(small)])
+
+
+def load_small(metrics_dir: str | Path) -> tuple[dict | None, dict | None]:
+    """(results, timing) of ``<metrics_dir>/small``, each None when absent."""
+    folder = Path(metrics_dir) / SMALL_DIR
+    if not any((folder / f"{t}.json").exists() for t in TABLES):
+        return None, None
+    timing = folder / "timing.json"
+    return load_results(folder), (json.loads(timing.read_text()) if timing.exists() else None)
+
+
+def _split(readme_text: str, start: str = START, end: str = END) -> tuple[str, str, str]:
     """(before and START, the block, END and after); the markers must each be on their own line, once."""
     lines = readme_text.split("\n")
-    for marker in (START, END):
+    for marker in (start, end):
         if lines.count(marker) != 1:
             raise ValueError(f"README: expected the line {marker!r} once, found it {lines.count(marker)} times; "
                              "put the markers around the results table")
-    i, j = lines.index(START), lines.index(END)
+    i, j = lines.index(start), lines.index(end)
     if j < i:
         raise ValueError("README: the results end marker comes before the start marker")
     return "\n".join(lines[:i + 1]), "\n".join(lines[i + 1:j]), "\n".join(lines[j:])
 
 
-def readme_block(readme_text: str) -> str:
+def readme_block(readme_text: str, start: str = START, end: str = END) -> str:
     """The block as the README has it now."""
-    return _split(readme_text)[1]
+    return _split(readme_text, start, end)[1]
 
 
-def replace_block(readme_text: str, block: str) -> str:
+def replace_block(readme_text: str, block: str, start: str = START, end: str = END) -> str:
     """The README with ``block`` between the markers; everything outside them kept byte for byte."""
-    head, _, tail = _split(readme_text)
+    head, _, tail = _split(readme_text, start, end)
     return "\n".join([head, block, tail])
 
 
+def _blocks(metrics_dir: str | Path) -> list[tuple[str, str, str]]:
+    """(start marker, end marker, block) of each generated block, from ``metrics_dir``."""
+    tiny = load_results(metrics_dir)
+    small, timing = load_small(metrics_dir)
+    return [(START, END, render_block(tiny)), (SMALL_START, SMALL_END, render_small_block(small, tiny, timing))]
+
+
 def stale_diff(readme: str | Path = README, metrics_dir: str | Path = METRICS_DIR) -> str:
-    """A unified diff from the README's block to the one ``metrics_dir`` gives; empty when they agree."""
-    have = readme_block(Path(readme).read_text())
-    want = render_block(load_results(metrics_dir))
-    return "\n".join(difflib.unified_diff(have.splitlines(), want.splitlines(), f"{Path(readme).name} (results block)",
-                                          f"from {Path(metrics_dir).name}/", lineterm=""))
+    """A unified diff from the README's blocks to the ones ``metrics_dir`` gives; empty when they agree."""
+    text, diffs = Path(readme).read_text(), []
+    for start, end, want in _blocks(metrics_dir):
+        have = readme_block(text, start, end)
+        diffs += difflib.unified_diff(have.splitlines(), want.splitlines(), f"{Path(readme).name} (block {start[5:25]}...)",
+                                      f"from {Path(metrics_dir).name}/", lineterm="")
+    return "\n".join(diffs)
 
 
 def write(readme: str | Path = README, metrics_dir: str | Path = METRICS_DIR) -> bool:
-    """Rewrite the README's block from ``metrics_dir``; True when it changed."""
+    """Rewrite the README's blocks from ``metrics_dir``; True when one changed."""
     readme = Path(readme)
-    text = readme.read_text()
-    new = replace_block(text, render_block(load_results(metrics_dir)))
+    text = new = readme.read_text()
+    for start, end, block in _blocks(metrics_dir):
+        new = replace_block(new, block, start, end)
     if new != text:
         readme.write_text(new)
     return new != text

@@ -56,6 +56,7 @@ class Sample:
     question: str
     reference: str
     manifest: Path | None = None    # where it was read; its media paths are relative to its folder
+    source: str = ""                # the record's source (e.g. pydoc, fortune, task-sentences)
 
     @property
     def base_dir(self) -> Path | None:
@@ -76,7 +77,7 @@ def to_sample(record: dict, where: str, manifest: Path | None = None) -> Sample:
                          "fix the manifest or re-run `python -m omni_core.data prepare`")
     question = " ".join(_text(m["content"]) for m in msgs[:-1] if m.get("role") == "user")
     return Sample(str(record.get("id")), record["task"], msgs[:-1], msgs, question, _text(msgs[-1]["content"]),
-                  manifest)
+                  manifest, str(record.get("source", "")))
 
 
 def read_manifest(path: str | Path, tasks: Iterable[str] | None = None, max_per_task: int | None = None,
@@ -191,22 +192,29 @@ def _label_tokens(feat: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def text_nll(model, processor, samples: Sequence[Sample], base_dir: str | Path) -> tuple[float, int]:
-    """Summed negative log-likelihood of the assistant tokens and their count.
+def sample_nll(model, processor, samples: Sequence[Sample], base_dir: str | Path) -> list[tuple[float, int]]:
+    """Each sample's summed negative log-likelihood of its assistant tokens, and their count.
 
     One sample per forward pass: padded batches change the shapes of the matmuls and with them the last
     bits of the sum, and perplexity must not depend on the eval batch size (it is cheap: no decoding).
     Logits are computed here from the full sequence, so the model's label convention does not matter.
     """
-    total, count = 0.0, 0
+    out = []
     for s in samples:
         feat = processor(s.messages, base_dir=s.base_dir or base_dir)
         batch = _to({"input_ids": feat["input_ids"][None], "attention_mask": feat["attention_mask"][None]}, model)
         logits = model(**batch).logits[0, :-1].float()
         target = feat["labels"][1:].to(logits.device)
         keep = target != IGNORE_INDEX
-        total += float(torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum"))
-        count += int(keep.sum())
+        out.append((float(torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum")), int(keep.sum())))
+    return out
+
+
+def _summed(nll: Sequence[tuple[float, int]]) -> tuple[float, int]:
+    total, count = 0.0, 0
+    for n, c in nll:                 # in sample order: the same sum, to the last bit, as one running total
+        total += n
+        count += c
     return total, count
 
 
@@ -347,12 +355,22 @@ def evaluate(cfg: Config, checkpoint_dir: str | Path, split: str = "test", tasks
 
 
 def _perplexity_entry(cfg: Config, model, processor, samples, train_samples, root) -> dict:
-    nll, n = text_nll(model, processor, samples, root)
+    after = sample_nll(model, processor, samples, root)
+    nll, n = _summed(after)
     res: dict[str, Any] = {"perplexity": perplexity(nll, n), "n": len(samples), "tokens": n}
     before, where = before_model(cfg, processor, str(next(model.parameters()).device))
-    if before is not None:
-        res["perplexity_before"] = perplexity(*text_nll(before, processor, samples, root))
+    prior = sample_nll(before, processor, samples, root) if before is not None else None
+    if prior is not None:
+        res["perplexity_before"] = perplexity(*_summed(prior))
         res["before_checkpoint"] = where
+    if cfg.eval.perplexity_by_source:       # e.g. the real prose alone, which no stage's text resembles
+        by: dict[str, list[int]] = {}
+        for i, s in enumerate(samples):
+            by.setdefault(s.source, []).append(i)
+        res["perplexity_by_source"] = {
+            src: {"perplexity": perplexity(*_summed([after[i] for i in idx])), "n": len(idx),
+                  **({"perplexity_before": perplexity(*_summed([prior[i] for i in idx]))} if prior is not None else {})}
+            for src, idx in sorted(by.items())}
     if train_samples:
         tr = [_label_tokens(processor(s.messages, base_dir=s.base_dir or root)).tolist() for s in train_samples]
         te = [_label_tokens(processor(s.messages, base_dir=s.base_dir or root)).tolist() for s in samples]

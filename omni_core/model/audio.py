@@ -70,6 +70,18 @@ class ConvGMLP(nn.Module):
         return self.proj(self.norm(self.mix(gated.transpose(1, 2)) + residual))
 
 
+def whisper_encode(encoder: WhisperEncoder, features: torch.Tensor) -> torch.Tensor:
+    """``encoder``'s forward over mel ``features`` (B, mels, 2T) of any even length up to its window: the first T
+    position rows, and no padding frames to attend to. (Whisper's own forward insists on the whole window.)"""
+    x = nn.functional.gelu(encoder.conv1(features))
+    x = nn.functional.gelu(encoder.conv2(x)).permute(0, 2, 1)
+    x = x + encoder.embed_positions(torch.arange(x.shape[1], device=x.device))
+    x = nn.functional.dropout(x, p=encoder.dropout, training=encoder.training)
+    for layer in encoder.layers:          # Whisper's LayerDrop is 0 in every released checkpoint; not drawn here
+        x = layer(x, None)
+    return encoder.layer_norm(x)
+
+
 def build_audio_encoder(config: WhisperConfig) -> WhisperEncoder:
     return WhisperEncoder(config)
 

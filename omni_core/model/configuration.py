@@ -32,6 +32,7 @@ PROJECT_KEYS = {
     "max_tiles": "model.vision.max_tiles",
     "video_max_tiles": "model.vision.video_max_tiles",
     "audio_downsample": "model.audio.downsample",
+    "audio_crop_to_clip": "model.audio.crop_to_clip",
     "trust_remote_code": "model.trust_remote_code",
 }
 
@@ -43,7 +44,8 @@ class OmniConfig(PreTrainedConfig):
     project key (`PROJECT_KEYS`, through `omni_config_fields`): ``vision_pool`` <- ``model.vision.pool``,
     ``video_pool`` <- ``model.vision.video_pool``, ``vision_pool_type`` <- ``model.vision.pool_type``,
     ``max_tiles`` / ``video_max_tiles`` <- ``model.vision.max_tiles`` / ``model.vision.video_max_tiles``,
-    ``audio_downsample`` <- ``model.audio.downsample``, ``trust_remote_code`` <- ``model.trust_remote_code``.
+    ``audio_downsample`` <- ``model.audio.downsample``, ``audio_crop_to_clip`` <- ``model.audio.crop_to_clip``,
+    ``trust_remote_code`` <- ``model.trust_remote_code``.
 
     Args:
         text_config: config of the causal LM (any `AutoModelForCausalLM` architecture).
@@ -53,6 +55,8 @@ class OmniConfig(PreTrainedConfig):
         video_pool: the same for the tiles of video frames, before the video projector.
         vision_pool_type: "paper" (neighbourhood means; 27 x 27 -> 182), "bilinear" (resize) or "none".
         audio_downsample: Conv-GMLP stride n (50/n audio tokens per second).
+        audio_crop_to_clip: run the audio encoder over each clip's own length (its tokens x n frames) instead of
+            the whole padded window: the same tokens, a fraction of the encoder's work for short clips.
         max_tiles: AnyRes grid tiles (plus one global thumbnail).
         video_max_tiles: AnyRes grid tiles of a video frame (plus a global view when more than one).
         projector_hidden_act: activation of the 2-layer MLP projectors.
@@ -73,6 +77,7 @@ class OmniConfig(PreTrainedConfig):
     video_pool: int = 2
     vision_pool_type: str = "paper"
     audio_downsample: int = 4
+    audio_crop_to_clip: bool = False
     max_tiles: int = 4
     video_max_tiles: int = 1
     projector_hidden_act: str = "gelu"
@@ -131,9 +136,10 @@ class OmniConfig(PreTrainedConfig):
 
     def to_diff_dict(self) -> dict:
         d = super().to_diff_dict()
-        # the default stays out of config.json: checkpoints of ordinary LLMs save exactly as they always did
-        if not d.get("trust_remote_code"):
-            d.pop("trust_remote_code", None)
+        # defaults stay out of config.json: checkpoints that use neither save exactly as they always did
+        for key in ("trust_remote_code", "audio_crop_to_clip"):
+            if not d.get(key):
+                d.pop(key, None)
         return d
 
     def _remote_text_config_class(self, model_type: str, text: dict, checkpoint: str | None) -> type:

@@ -6,6 +6,9 @@ which makes the three profiles from one typed config.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,7 +26,7 @@ from transformers import (
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from omni_core.config import MODULES, Config, ModelConfig
-from omni_core.model.audio import ConvGMLP, build_audio_encoder, load_audio_encoder
+from omni_core.model.audio import ConvGMLP, build_audio_encoder, load_audio_encoder, whisper_encode
 from omni_core.model.configuration import MEDIA, SPECIAL_TOKENS, OmniConfig, omni_config_fields
 from omni_core.model.labels import IGNORE_INDEX
 from omni_core.model.pretrained import check_backbones, check_remote_code, resolve_path
@@ -160,7 +163,29 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
         """Windows -> encoder -> :meth:`project_audio`."""
         if audio_window_counts is None or audio_token_counts is None:
             raise ValueError("audio_features needs audio_window_counts and audio_token_counts (the processor returns both)")
-        return self.project_audio(self.encode_audio(audio_features), audio_window_counts, audio_token_counts)
+        if self.config.audio_crop_to_clip:
+            frames = self.encode_audio_cropped(audio_features, audio_window_counts, audio_token_counts)
+        else:
+            frames = self.encode_audio(audio_features)
+        return self.project_audio(frames, audio_window_counts, audio_token_counts)
+
+    def encode_audio_cropped(self, audio_features: torch.Tensor, audio_window_counts: torch.Tensor,
+                             audio_token_counts: torch.Tensor) -> torch.Tensor:
+        """:meth:`encode_audio` with each window cut to the frames its clip uses (tokens x n), zero-padded back to
+        the window's length for :meth:`project_audio`, which keeps only those frames. Windows of the same length
+        run as one batch; a window's frames depend on its clip alone, never on the batch it came in."""
+        window = audio_features.shape[-1] // 2                  # encoder frames of a whole window
+        n = self.config.audio_downsample
+        keep = []
+        for nw, nt in zip(audio_window_counts.tolist(), audio_token_counts.tolist()):
+            last = nt * n - (nw - 1) * window                      # frames the clip's last window contributes
+            keep += [window] * (nw - 1) + [min(window, max(last, n))]
+        dtype = next(self.audio_encoder.parameters()).dtype
+        out = audio_features.new_zeros(audio_features.shape[0], window, self.config.audio_config.d_model, dtype=dtype)
+        for length in sorted(set(keep)):
+            rows = [i for i, k in enumerate(keep) if k == length]
+            out[rows, :length] = whisper_encode(self.audio_encoder, audio_features[rows, :, : 2 * length].to(dtype))
+        return out
 
     def project_audio(self, frames: torch.Tensor, audio_window_counts: torch.Tensor,
                       audio_token_counts: torch.Tensor) -> torch.Tensor:
@@ -358,6 +383,18 @@ def omni_config(m: ModelConfig, tokenizer, text_config: PreTrainedConfig | None 
                       **ids)
 
 
+@contextlib.contextmanager
+def _quiet(logger: str):
+    """``logger``'s warnings off for the block (errors still show)."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def embedding_rows(model: PreTrainedModel) -> int:
     """Rows of the LM's input embedding; under ZeRO-3 the local tensor is this rank's partition (often 0 rows),
     so the real count comes from DeepSpeed's ``ds_shape``."""
@@ -429,7 +466,8 @@ def build_model(cfg: Config, tokenizer) -> OmniForConditionalGeneration:
     model = OmniForConditionalGeneration(config, **parts)
     rows = embedding_rows(model)
     if rows < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        with _quiet("transformers.modeling_utils"):     # its note on mean resizing, on every build
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     added, trained = added_token_ids(m, tokenizer)
     spare = [i for i in added if i < rows]           # added tokens inside the pretrained table's spare rows
     if spare:

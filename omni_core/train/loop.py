@@ -72,13 +72,25 @@ def micro_batch_size(stage: StageConfig, world_size: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------- loop
+def use_autocast(cfg: Config, dist: Dist) -> bool:
+    """Whether training steps run under bf16 autocast (DeepSpeed handles its own precision): a CUDA run with
+    ``model.dtype`` bfloat16, or ``train.mixed_precision`` bf16 on a device that has bf16 matmuls."""
+    if dist.deepspeed:
+        return False
+    if cfg.train.mixed_precision == "bf16":
+        if dist.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            raise ConfigError("train.mixed_precision = bf16, but this CPU has no native bf16 matmuls (avx512_bf16 or "
+                              "AMX): they would be emulated, many times slower than fp32; set train.mixed_precision: none")
+        return True
+    return dist.device.type == "cuda" and cfg.model.dtype == "bfloat16"
+
+
 class _Backend:
     """Forward/backward/step on either plain torch or a DeepSpeed engine (the only place they differ)."""
 
     def __init__(self, cfg: Config, stage: StageConfig, model, groups, dist: Dist):
         self.dist, self.stage, self.engine = dist, stage, None
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                         if dist.device.type == "cuda" and cfg.model.dtype == "bfloat16" and not dist.deepspeed
+        self.autocast = (torch.autocast(dist.device.type, dtype=torch.bfloat16) if use_autocast(cfg, dist)
                          else nullcontext())
         if dist.deepspeed:
             import deepspeed
@@ -274,6 +286,6 @@ def train_stage(cfg: Config, name: str, *, on_step: Callable[[int, dict], None] 
         summary.update(tokens_per_s=tok_total / max(wall, 1e-9), supervised_tokens_per_s=sup_total / max(wall, 1e-9))
     if run.needs_final_save():
         save(finished=True)
-    run.close(("val_loss_start", "val_loss_end", "train_loss", "tokens_per_s", "supervised_tokens_per_s"))
+    run.close(("val_loss_start", "val_loss_end", "train_loss", "tokens_per_s", "supervised_tokens_per_s", "wall_s"))
     summary["model"] = backend.model
     return summary

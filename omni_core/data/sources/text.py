@@ -51,17 +51,31 @@ def prose_chunks(text: str, max_words: int) -> list[str]:
     return out
 
 
+def _plain_sentences(fortune: str, max_words: int, min_words: int) -> list[str]:
+    """The sentences of one fortune that are plain words, lower-cased without punctuation."""
+    out = []
+    for s in re.split(r"(?<=[.!?])\s+", fortune):
+        words = re.sub(r"[^a-z' ]", " ", s.lower()).split()
+        if min_words <= len(words) <= max_words and all(w.isalpha() for w in words):
+            out.append(" ".join(words))
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def fortune_sentences(max_words: int, min_words: int = 3) -> tuple[tuple[int, str], ...]:
+    """(fortune index, sentence) for every plain sentence of :func:`fortunes`, each sentence once: read speech in
+    an open vocabulary. The index is the fortune's, so a split can follow the fortune (as text_lm's prose does)."""
+    seen, out = set(), []
+    for i, f in enumerate(fortunes()):
+        for t in _plain_sentences(f, max_words, min_words):
+            if t not in seen:
+                seen.add(t)
+                out.append((i, t))
+    return tuple(out)
+
+
 @functools.lru_cache(maxsize=8)
 def short_sentences(max_words: int, min_words: int = 3) -> tuple[str, ...]:
     """Short, plain fortune sentences, lower-cased without punctuation: open-vocabulary speech for the
     speech-boundary head and the streaming benchmark."""
-    seen, out = set(), []
-    for f in fortunes():
-        for s in re.split(r"(?<=[.!?])\s+", f):
-            words = re.sub(r"[^a-z' ]", " ", s.lower()).split()
-            if min_words <= len(words) <= max_words and all(w.isalpha() for w in words):
-                t = " ".join(words)
-                if t not in seen:
-                    seen.add(t)
-                    out.append(t)
-    return tuple(out)
+    return tuple(t for _, t in fortune_sentences(max_words, min_words))

@@ -45,19 +45,25 @@ class SpeechCTC(nn.Module):
 
 
 class SpeechClips:
-    """The `asr` clips of one manifest split: encoder windows, real frame counts and transcripts."""
+    """The clips of ``tasks`` (transcription tasks) in one manifest split: encoder windows, real frame counts
+    and transcripts. ``crop_multiple``: keep a one-window clip's mel columns only up to its frames rounded up
+    to that multiple (the model's ``crop_to_clip`` encoding; the whole window otherwise)."""
 
-    def __init__(self, manifest: Path, num_mel_bins: int, window_seconds: float):
-        records = [r for r in read_manifest(manifest) if r["task"] == TASK]
+    def __init__(self, manifest: Path, num_mel_bins: int, window_seconds: float, tasks: tuple[str, ...] = (TASK,),
+                 crop_multiple: int | None = None):
+        records = [r for r in read_manifest(manifest) if r["task"] in tasks]
         if not records:
-            raise ValueError(f"{manifest}: no '{TASK}' samples; objective speech_ctc trains on them "
-                             f"(rerun `python -m omni_core.data prepare` or disable the stage)")
+            raise ValueError(f"{manifest}: no {' or '.join(repr(t) for t in tasks)} samples; the CTC objective trains "
+                             f"on them (rerun `python -m omni_core.data prepare` or disable the stage)")
         extractor = feature_extractor(num_mel_bins)
         self.windows, self.frames, self.texts = [], [], []
         for r in records:
             audio = [p for p in media_parts(r) if p["type"] == "audio"]
             wav = load_audio(audio[0], manifest.parent)
             w = audio_to_features(wav, extractor, window_seconds)
+            if crop_multiple and w.shape[0] == 1:
+                keep = -(-audio_num_frames(len(wav)) // crop_multiple) * crop_multiple
+                w = w[..., : 2 * min(keep, w.shape[-1] // 2)].contiguous()
             self.windows.append(w)
             self.frames.append(min(audio_num_frames(len(wav)), w.shape[0] * w.shape[-1] // 2))
             self.texts.append(answer_text(r).lower())

@@ -123,7 +123,7 @@ def train_encoder(cfg: Config, stage: StageConfig, *, on_step: Callable[[int, di
     summary.update(steps=step, params=count_params(model))
     if run.needs_final_save():
         save(finished=True)
-    run.close(tuple(k for k in summary if k.startswith("val_")) + ("train_loss",))
+    run.close(tuple(k for k in summary if k.startswith("val_")) + ("train_loss", "wall_s"))
     end = summary.get(_summary_key(objective.headline, "end"), float("nan"))
     log.info("%s: %s %.1f on held-out data (chance %.1f)", name, objective.headline, end, objective.chance)
     summary.update({_summary_key(objective.headline, "chance"): objective.chance, "model": model})
