@@ -129,7 +129,7 @@ def test_margin_ci_is_paired_and_oriented():
 
 def test_task_registry_covers_interface_tasks():
     tasks = ("image_caption image_vqa ocr highres_read video_caption video_qa asr spoken_qa omni_image_speech "
-             "omni_continuation video_narration_qa text_instruct text_lm asr_real").split()
+             "omni_continuation video_narration_qa text_instruct text_lm asr_real asr_open asr_heldout_voice").split()
     assert set(tasks) == set(M.TASKS)
     with pytest.raises(KeyError, match="add it to"):
         M.task_spec("nope")

@@ -138,7 +138,8 @@ def test_source_mix_default_is_the_prepared_data_alone(tmp_path):
         assert [data.train_set.records[i] for i in old] == [records[i] for i in old]
     d = dataclasses.asdict(cfg)
     assert "sources" not in cfg.to_dict()["data"] and "sources" not in cfg.to_dict()["stages"][STAGE]
-    assert cfg.to_dict()["data"] == {k: v for k, v in d["data"].items() if k != "sources"}
+    assert cfg.to_dict()["data"] == {k: v for k, v in d["data"].items()
+                                      if k not in ("sources", "heldout_voices", "task_samples")}   # omitted at default
     # a source the stage weights 0 leaves it on the same path
     extra = _manifest(tmp_path / "extra.jsonl", 50, ("text_instruct",), "extra")
     cfg0 = _cfg(tmp_path, [{"name": "extra", "train": str(extra), "license": "CC0-1.0"}], {"extra": 0})
