@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 from omni_core.config import REPO_ROOT, load_config  # noqa: E402
 from omni_core.data.manifest import read_manifest, write_manifest  # noqa: E402
-from omni_core.eval.run_times import cpu_name  # noqa: E402
+from omni_core.eval.runner import cpu_model  # noqa: E402
 from omni_core.train.loop import train_stage  # noqa: E402
 from omni_core.train.model_init import init_model  # noqa: E402
 from omni_core.train.warmup.audio_encoder import SpeechClips  # noqa: E402
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
           "save_every": 10_000, "val_samples": 16}
     result: dict = {"what": __doc__.split("\n\n")[0], "command": "python benchmarks/bench_small_costs.py "
                     + " ".join(argv if argv is not None else sys.argv[1:]),
-                    "host": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+                    "host": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__},
                     "note": "every arm in one process, one after the other; arms 1e steps: bf16 unless named fp32"}
     arms = {}
     seen, every = ({**warm, "audio_projector_ctc_vocab": v} for v in ("seen", "all"))

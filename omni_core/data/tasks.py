@@ -361,12 +361,17 @@ def _open_sentences(split: str) -> list[str]:
     return [t for i, t in S.fortune_sentences(20, 4) if S.split_of("prose", f"fortune:{i}") == split]
 
 
+def _open_sentence(split: str, i: int) -> str:
+    """The i-th sentence asr_open reads in ``split`` (asr_heldout_voice reads the same test sentences)."""
+    return _pick(_open_sentences(split), i, 21)
+
+
 def asr_open(ctx: BuildContext, split: str, n: int) -> list[Sample]:
     """Read speech in an open vocabulary: flite reads fortune sentences in the training voices and speeds, so
     the audio projector learns to pass on what it hears, not a closed vocabulary (opt-in: data.task_samples)."""
     out = []
     for i in range(n):
-        words = _pick(_open_sentences(split), i, 21)
+        words = _open_sentence(split, i)
         out.append(make_sample(f"asr_open-{split}-{i:05d}", "asr_open", split, "flite:fortunes",
                                f"{FORTUNES_LICENSE}; {FLITE_LICENSE}",
                                [media("audio", ctx.speech(words, ctx.rng("asr_open", split, i))),
@@ -381,7 +386,7 @@ def asr_heldout_voice(ctx: BuildContext, split: str, n: int) -> list[Sample]:
         return []
     out = []
     for i in range(n):
-        words = _pick(_open_sentences(split), i, 21)
+        words = _open_sentence(split, i)
         speech = ctx.speech(words, ctx.rng("asr_heldout_voice", i), voices=ctx.cfg.heldout_voices)
         out.append(make_sample(f"asr_heldout_voice-{i:05d}", "asr_heldout_voice", split, "flite:fortunes",
                                f"{FORTUNES_LICENSE}; {FLITE_LICENSE}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 from pathlib import Path
 
 
@@ -26,18 +26,11 @@ def training_summary(stage_log: Path) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def run_times(reports: str | Path, logs: str | Path) -> dict:
     """``{"notebooks": {report: seconds}, "training": {stage: {seconds, steps, seconds_per_step}}, ...}``."""
-    import os
-
     import torch
+
+    from omni_core.eval.runner import cpu_model
 
     notebooks = {p.stem: notebook_seconds(p) for p in sorted(Path(reports).glob("*.ipynb"))}
     training = {}
@@ -49,7 +42,7 @@ def run_times(reports: str | Path, logs: str | Path) -> dict:
                                         "seconds_per_step": round(s["wall_s"] / steps, 2) if steps else None}
     total = sum(v for v in notebooks.values() if v)
     return {"notebooks": notebooks, "training": training, "total_seconds": round(total, 1),
-            "total_hours": round(total / 3600, 2), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+            "total_hours": round(total / 3600, 2), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads()}
 
 
