@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.omni-installed
 APT_PACKAGES := flite pocketsphinx-testdata fortunes fortunes-min libtcmalloc-minimal4
+# the browser test drives Debian's chromium (Playwright's own browser download is never used)
+APT_TEST_PACKAGES := chromium
 # The pipelines run with tcmalloc: the same arithmetic, 4-8 % faster training steps on 2 cores
 # (benchmarks/bench_cpu_parallelism.py, variants eager vs tcmalloc). The shell finds the library when the
 # recipe runs, after `apt` has installed it on a fresh machine; nothing is preloaded where it is missing,
@@ -19,7 +21,7 @@ export DS_ACCELERATOR ?= cpu
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: setup apt repro ablations test lab lint small data bench demo help
+.PHONY: setup apt apt-test repro ablations test lab lint small data bench demo replay help
 help:
 	@echo "make repro   set up (if needed) and run the pipeline: dvc repro (tiny profile)"
 	@echo "make repro PROFILE=small   the whole recipe on real small backbones: dvc repro small/dvc.yaml (~2 h)"
@@ -30,17 +32,25 @@ help:
 	@echo "make small   convert the small profile's pretrained weights into models/small/"
 	@echo "make data    prepare the data only (python -m omni_core.data prepare)"
 	@echo "make bench   run the JSON benchmarks (data, training, streaming) into benchmarks/results/"
-	@echo "make demo    replay VIDEO=file.mp4 through the real-time session with the trained checkpoint"
+	@echo "make demo    talk to the trained model from a browser (camera + microphone): http://127.0.0.1:7860"
+	@echo "make replay  replay VIDEO=file.mp4 through the real-time session and print the streamed answers"
 
 setup: apt $(STAMP)
 
 # Debian packages the data needs (speech synthesis, real LibriVox speech, fortunes); installed only when absent.
 apt:
-	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
-	  echo "installing Debian packages: $(APT_PACKAGES)"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
-	fi
+	@$(call apt_install,$(APT_PACKAGES))
+
+apt-test:
+	@$(call apt_install,$(APT_TEST_PACKAGES))
+
+define apt_install
+if ! dpkg -s $(1) >/dev/null 2>&1; then \
+  echo "installing Debian packages: $(1)"; \
+  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(1) >/dev/null; \
+fi
+endef
 
 $(STAMP): requirements.txt requirements-nodeps.txt requirements-lmms.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -63,7 +73,7 @@ repro: setup
 ablations: setup
 	$(WITH_TCMALLOC) dvc repro ablations/dvc.yaml
 
-test: setup
+test: setup apt-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lab: setup
@@ -91,6 +101,13 @@ bench: setup
 	$(PY) benchmarks/bench_cpu_parallelism.py
 	$(PY) benchmarks/bench_notebook_overhead.py
 
-VIDEO ?= data/prepared/media/video/mnist-test-00000.mp4
+# the trained checkpoint of PROFILE (tiny: checkpoints/, small: checkpoints/small/) and the pipeline's speech boundary head
+CHECKPOINT_tiny := checkpoints/2_sft/model
+CHECKPOINT_small := checkpoints/small/2_sft/model
+DEMO_ARGS ?=
 demo: setup
+	$(PY) -m omni_core.web --profile $(PROFILE) --checkpoint $(CHECKPOINT_$(PROFILE)) $(if $(wildcard checkpoints/speech_boundary/config.json),--speech-boundary checkpoints/speech_boundary) $(DEMO_ARGS)
+
+VIDEO ?= data/prepared/media/video/mnist-test-00000.mp4
+replay: setup
 	$(PY) -m omni_core.demo_realtime --checkpoint checkpoints/2_sft/model --speech-boundary checkpoints/speech_boundary --video $(VIDEO)

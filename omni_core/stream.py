@@ -6,15 +6,25 @@ a small head trained on our data) decides when the utterance is over; only then 
 and the answer is generated token by token. So at the end of speech only the audio (and a few template
 tokens) is left to prefill, whatever the length of the video or of the conversation before it.
 
+Beyond the paper, the utterance's audio is encoded while it arrives too (``stream.audio_chunk_seconds``,
+0 = the paper's way): each whole chunk since the speech start (less the pre-roll) becomes an audio item
+of its own (Whisper + projector over that chunk alone), prefilled at once, so at the end of speech only
+the last partial chunk is left. Chunks are a whole number of audio tokens long, so the turn has as many
+audio tokens as the whole utterance would; the LLM sees the same layout, but each chunk's features come
+from that chunk alone (``stream_latency.chunked_wer`` measures what this costs). A turn keeps the trained
+layout (frames, then audio), so once the first chunk is in, later frames of the turn are not encoded.
+
 :class:`OmniSession` holds one conversation:
 
-- low level, for notebooks and tests: ``add_frame`` / ``add_text`` / ``end_turn(audio=...)`` /
-  ``answer()``; every call prefills only the tokens that are new (``incremental=True``), or, for the
-  baseline, nothing until ``end_turn`` re-encodes the whole conversation (``incremental=False``);
+- low level, for notebooks and tests: ``add_frame`` / ``add_text`` / ``add_audio`` (the utterance piece by
+  piece, encoded in chunks) / ``end_turn(audio=...)`` / ``answer()``; every call prefills only the tokens
+  that are new (``incremental=True``), or, for the baseline, nothing until ``end_turn`` re-encodes the
+  whole conversation (``incremental=False``, the same items);
 - real time: ``push_video_frame`` / ``push_audio`` run the speech detector on each chunk, open a turn
-  at speech start, encode frames at ``video_fps`` while the user speaks, end the turn at speech end and
-  (with ``auto_answer``) stream the answer from a background thread. New speech during an answer stops
-  it (barge-in, beyond the paper) and opens the next turn; every turn reuses the same cache.
+  at speech start, encode frames at ``video_fps`` and the audio in chunks while the user speaks, end the
+  turn at speech end and (with ``auto_answer``) stream the answer from a background thread. New speech
+  during an answer stops it (barge-in, beyond the paper) and opens the next turn; every turn reuses the
+  same cache.
 
 The token layout of a turn is the chat template's, so a streamed conversation is the same sequence the
 model was trained on: ``<|im_start|>user\\n<|video_start|> frames... <|video_end|><|audio_start|> ...
@@ -39,7 +49,13 @@ from omni_core.eval.runner import load_checkpoint, suppressed_token_ids
 from omni_core.model.audio import audio_to_features, feature_extractor
 from omni_core.model.token_counts import FRAME_SAMPLES, SAMPLING_RATE, audio_num_tokens, tokens_per_tile
 from omni_core.model.vision import frame_tiles, to_pixel_values
-from omni_core.speech_boundary import SpeechBoundaryDetector, SpeechBoundaryHead
+from omni_core.model_boundary import ModelBoundaryDetector, ModelBoundaryHead
+from omni_core.speech_boundary import (
+    SPEECH_BOUNDARY_SUBDIR,
+    BoundaryDecider,
+    SpeechBoundaryDetector,
+    SpeechBoundaryHead,
+)
 
 EventKind = Literal["speech_start", "speech_end", "barge_in", "answer_start", "answer_end"]
 
@@ -112,7 +128,8 @@ class OmniSession:
     Args:
         model: an ``OmniForConditionalGeneration`` (``build_model`` or ``from_pretrained``).
         processor: an ``OmniProcessor`` (or a tokenizer prepared with ``prepare_tokenizer``).
-        speech_boundary: the speech start/end head; needed by ``push_audio`` only.
+        speech_boundary: what decides speech start and end (:func:`boundary_decider`): the separate
+            detector's head, the model's own boundary head, or a decider; needed by ``push_audio`` only.
         cfg: ``cfg.stream`` (thresholds, hangover, chunking, answer length).
         incremental: False = the baseline that re-encodes the whole conversation at each end of turn.
         auto_answer: ``push_audio`` starts the answer in a background thread at the end of speech.
@@ -121,7 +138,8 @@ class OmniSession:
         record_logits: keep the prefill logits (tests compare them with a one-shot prefill).
     """
 
-    def __init__(self, model, processor, speech_boundary: SpeechBoundaryHead | None = None,
+    def __init__(self, model, processor,
+                 speech_boundary: SpeechBoundaryHead | ModelBoundaryHead | BoundaryDecider | None = None,
                  cfg: StreamConfig | None = None, *, incremental: bool = True, auto_answer: bool = True,
                  on_text: Callable[[str], None] | None = None,
                  on_event: Callable[[StreamEvent], None] | None = None, record_logits: bool = False):
@@ -137,15 +155,16 @@ class OmniSession:
         self.tile_tokens = tokens_per_tile(vc.image_size, vc.patch_size, mc.video_pool, mc.vision_pool_type)
         self.window_seconds = ac.max_source_positions * FRAME_SAMPLES / SAMPLING_RATE
         self.downsample = mc.audio_downsample
+        token = self.downsample * FRAME_SAMPLES          # samples per audio token: chunks hold whole tokens only
+        self.audio_chunk_samples = (max(1, round(self.cfg.audio_chunk_seconds * SAMPLING_RATE / token)) * token
+                                    if self.cfg.audio_chunk_seconds > 0 else 0)
         self.extractor = getattr(processor, "feature_extractor", None) or feature_extractor(ac.num_mel_bins)
         self.max_positions = mc.text_config.max_position_embeddings
         self.tok = {(m, k): mc.media_token_id(m, k) for m in ("video", "audio") for k in ("start", "pad", "end")}
         self.eos_id = self.tokenizer.convert_tokens_to_ids(self.tokenizer.eos_token)
         self.suppress = suppressed_token_ids(self.tokenizer)   # media placeholders have no features to emit
         self._template_pieces()
-        self.detector = (SpeechBoundaryDetector(speech_boundary, self.cfg.end_threshold, self.cfg.min_speech_seconds,
-                                                self.cfg.min_silence_seconds)
-                         if speech_boundary is not None else None)
+        self.detector = boundary_decider(speech_boundary, model, self.cfg) if speech_boundary is not None else None
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -175,6 +194,9 @@ class OmniSession:
         self.turns: list[TurnStats] = []
         self.events: list[StreamEvent] = []
         self._video_open = False
+        self._audio_open = False                 # the turn's <|audio_start|> is in, its <|audio_end|> not yet
+        self._pending = np.zeros(0, np.float32)  # add_audio samples not yet encoded (less than a chunk)
+        self._utterance_next = 0                 # push_audio: index in _audio of the first sample not handed over
         self._last_frame_time = -float("inf")
         self._latest_frame: np.ndarray | None = None
         self._audio = np.zeros(0, np.float32)    # recent audio; sample 0 is at _audio_t0 on the stream clock
@@ -257,11 +279,17 @@ class OmniSession:
             self._append([self.tok["video", "end"]])
             self._video_open = False
 
+    def _check_audio_closed(self, what: str) -> None:
+        if self._audio_open:
+            raise RuntimeError(f"{what} while the turn's audio span is open (add_audio): the template has the "
+                               "frames before the audio and the text after it; pass text to end_turn")
+
     def add_frame(self, frame: np.ndarray) -> None:
         """Encode one video frame (HxWx3 uint8) into the open turn and prefill it now."""
         self.open_turn()
         if self.state != "listening":
             raise RuntimeError("add_frame after end_turn: answer() first, the next frame opens the next turn")
+        self._check_audio_closed("add_frame")
         start = [] if self._video_open else [self.tok["video", "start"]]
         pixels = to_pixel_values(frame_tiles(frame, self.image_size, self.video_max_tiles))   # as the processor does
         self._append(start + [self.tok["video", "pad"]] * (len(pixels) * self.tile_tokens),
@@ -274,26 +302,66 @@ class OmniSession:
     def add_text(self, text: str) -> None:
         """Typed text inside the open user turn (queued; prefilled with the next frame or the end of turn)."""
         self.open_turn()
+        self._check_audio_closed("add_text")
         self._close_video()
         self._append(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def _append_audio(self, wav: np.ndarray, close: bool) -> None:
+        """One audio item (its own encoder pass) into the turn's audio span, opening the span if needed."""
+        ids = [] if self._audio_open else [self.tok["audio", "start"]]
+        item = None
+        if len(wav):
+            feats = audio_to_features(wav, self.extractor, self.window_seconds)
+            n_tok = audio_num_tokens(len(wav), self.downsample)
+            item = _Media("audio", {"audio_features": feats, "audio_window_counts": torch.tensor([feats.shape[0]]),
+                                    "audio_token_counts": torch.tensor([n_tok])})
+            ids += [self.tok["audio", "pad"]] * n_tok
+        self._append(ids + ([self.tok["audio", "end"]] if close else []), item)
+        self._audio_open = not close
+        self.turns[-1].audio_seconds += len(wav) / SAMPLING_RATE
+
+    def _encode_chunks(self) -> int:
+        """Move each whole ``audio_chunk_samples`` chunk of the pending audio into the turn, one item each
+        (so a chunk's encoding never depends on how the audio was pieced). Returns the number of chunks."""
+        n = self.audio_chunk_samples
+        k = len(self._pending) // n if n else 0
+        if k:
+            self._close_video()
+            for i in range(k):
+                self._append_audio(self._pending[i * n:(i + 1) * n], close=False)
+            self._pending = self._pending[k * n:]
+        return k
+
+    def add_audio(self, audio: np.ndarray) -> int:
+        """More of the user's utterance (16 kHz mono), as it arrives. Every whole chunk of
+        ``stream.audio_chunk_seconds`` since the utterance's first sample is encoded as an audio item of its
+        own and, incrementally, prefilled now; the rest waits for more audio or for :meth:`end_turn`, which
+        closes the audio span. Returns the number of chunks encoded (always 0 with chunking off)."""
+        self.open_turn()
+        if self.state != "listening":
+            raise RuntimeError("add_audio after end_turn: answer() first")
+        self._pending = np.concatenate([self._pending, np.asarray(audio, dtype=np.float32).reshape(-1)])
+        k = self._encode_chunks()
+        if k and self.incremental:
+            self._flush()
+        return k
+
     def end_turn(self, audio: np.ndarray | None = None, text: str | None = None) -> int:
-        """Close the user turn: feed the utterance's audio features (16 kHz mono) and optional text, then
-        the assistant header. Returns the number of tokens prefilled now (the end-of-speech work)."""
+        """Close the user turn: feed the utterance's audio (16 kHz mono; after :meth:`add_audio`, the rest
+        of it) and optional text, then the assistant header. Returns the number of tokens prefilled now
+        (the end-of-speech work). Audio given here alone is one item, whatever ``audio_chunk_seconds``."""
         self.open_turn()
         stats = self.turns[-1]
         if stats.end_of_speech is None:
             stats.end_of_speech = time.perf_counter()
         self._close_video()
-        if audio is not None and len(audio):
-            wav = np.asarray(audio, dtype=np.float32)
-            feats = audio_to_features(wav, self.extractor, self.window_seconds)
-            n_tok = audio_num_tokens(len(wav), self.downsample)
-            item = _Media("audio", {"audio_features": feats, "audio_window_counts": torch.tensor([feats.shape[0]]),
-                                    "audio_token_counts": torch.tensor([n_tok])})
-            self._append([self.tok["audio", "start"]] + [self.tok["audio", "pad"]] * n_tok + [self.tok["audio", "end"]],
-                         item)
-            stats.audio_seconds = len(wav) / SAMPLING_RATE
+        wav = np.zeros(0, np.float32) if audio is None else np.asarray(audio, dtype=np.float32).reshape(-1)
+        if self._audio_open or len(self._pending):      # an utterance streamed with add_audio: chunk its rest alike
+            self._pending = np.concatenate([self._pending, wav])
+            self._encode_chunks()
+            wav, self._pending = self._pending, self._pending[:0]
+        if len(wav) or self._audio_open:
+            self._append_audio(wav, close=True)
         if text:
             self._append(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         self._append(self.user_close)
@@ -379,10 +447,11 @@ class OmniSession:
     # -------------------------------------------------------------------------------------- real time
     def push_video_frame(self, frame: np.ndarray) -> bool:
         """A camera frame at the current stream time. While the user speaks, frames are encoded at
-        ``video_fps`` (the turn's frame budget permitting); otherwise only the latest is kept, to open
-        the next turn with. Returns whether the frame was encoded."""
+        ``video_fps`` (the turn's frame budget permitting) until the first audio chunk opens the audio span;
+        otherwise only the latest is kept, to open the next turn with. Returns whether the frame was encoded."""
         now = self.clock
-        if (self.state != "listening" or now - self._last_frame_time < 1.0 / self.cfg.video_fps - 1e-6
+        if (self.state != "listening" or self._audio_open   # the audio span is open: frames come before it
+                or now - self._last_frame_time < 1.0 / self.cfg.video_fps - 1e-6
                 or (self.turns and self.turns[-1].frames >= self.cfg.max_frames)):
             self._latest_frame = frame
             return False
@@ -392,7 +461,8 @@ class OmniSession:
 
     def push_audio(self, chunk: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> list[StreamEvent]:
         """A microphone chunk (mono float). Runs the speech detector; at speech start opens a turn (barge-in
-        if an answer is streaming), at speech end closes it with the utterance's audio and answers."""
+        if an answer is streaming), while speech goes on encodes the utterance's audio chunk by chunk
+        (:meth:`add_audio`), at speech end closes the turn with the rest of it and answers."""
         if self.detector is None:
             raise RuntimeError("push_audio needs a speech boundary head: OmniSession(..., speech_boundary="
                                "load_or_train_speech_boundary(checkpoint / SPEECH_BOUNDARY_SUBDIR))")
@@ -407,23 +477,46 @@ class OmniSession:
                     self.interrupt()
                     out.append(self._emit("barge_in"))
                 self._speech_start = ev.time
+                self._utterance_next = max(0, int((ev.time - self.cfg.preroll_seconds - self._audio_t0)
+                                                  * SAMPLING_RATE))
                 self.open_turn()
                 if self._latest_frame is not None:
                     self.push_video_frame(self._latest_frame)
                 out.append(self._emit("speech_start"))
             elif ev.kind == "speech_end" and self._speech_start is not None:
-                a = max(0, int((self._speech_start - self.cfg.preroll_seconds - self._audio_t0) * SAMPLING_RATE))
                 b = int((ev.time + self.cfg.preroll_seconds - self._audio_t0) * SAMPLING_RATE)
                 self._speech_start = None
                 out.append(self._emit("speech_end"))
-                self.end_turn(audio=self._audio[a:b])
+                self.end_turn(audio=self._audio[self._utterance_next:b])
                 if self.auto_answer:
                     self.answer_async()
+        if self._speech_start is not None and self.audio_chunk_samples and self.state == "listening":
+            # no speech end yet, so the utterance ends after clock - min_silence (the detector's hangover):
+            # the audio before that, plus the post-roll, is surely the utterance's; stream it now
+            hangover = self.detector.min_silence * self.detector.hop_seconds
+            sure_s = self.clock - hangover + self.cfg.preroll_seconds - self._audio_t0
+            sure = min(len(self._audio), int(sure_s * SAMPLING_RATE))
+            if sure > self._utterance_next:
+                self.add_audio(self._audio[self._utterance_next:sure])
+                self._utterance_next = sure
         if self._speech_start is None:                    # keep only a pre-roll of audio between utterances
             keep = int(self.cfg.preroll_seconds * SAMPLING_RATE) + len(wav)
             drop = max(0, len(self._audio) - keep)
             self._audio, self._audio_t0 = self._audio[drop:], self._audio_t0 + drop / SAMPLING_RATE
         return out
+
+
+def boundary_decider(speech_boundary: SpeechBoundaryHead | ModelBoundaryHead | BoundaryDecider, model,
+                     cfg: StreamConfig) -> BoundaryDecider:
+    """The decider a session runs on each microphone chunk: a decider as given, or one built on a head with
+    the config's rules (threshold, minimum speech, silence hangover): the separate detector's head over
+    log-mel frames, or the model's own head over its LLM's hidden states (:mod:`omni_core.model_boundary`)."""
+    if isinstance(speech_boundary, BoundaryDecider):
+        return speech_boundary
+    rules = (cfg.end_threshold, cfg.min_speech_seconds, cfg.min_silence_seconds)
+    if isinstance(speech_boundary, ModelBoundaryHead):
+        return ModelBoundaryDetector(model, speech_boundary, *rules)
+    return SpeechBoundaryDetector(speech_boundary, *rules)
 
 
 def warm_up(model, processor, cfg: StreamConfig | None = None) -> None:
@@ -453,3 +546,63 @@ def load_model(cfg: Config, checkpoint: str | Path | None = None, seed: int = 0)
     processor = OmniProcessor(tokenizer, cfg.model)
     torch.manual_seed(seed)
     return build_model(cfg, processor.tokenizer).eval(), processor
+
+
+def load_session_parts(cfg: Config, checkpoint: str | Path | None = None,
+                       speech_boundary_dir: str | Path | None = None, model_boundary_dir: str | Path | None = None):
+    """(model, processor, boundary head) for a live session. A ``checkpoint`` without a model means a
+    random-init model of the profile (said on stderr). The head follows ``cfg.stream.boundary``:
+    ``detector``: the separate detector's, from ``speech_boundary_dir``, else ``<checkpoint>/speech_boundary``,
+    else trained in seconds (and saved where a directory was named); ``model``: the model's own, from
+    ``model_boundary_dir``, else ``model_boundary/`` beside the stage checkpoints (``python -m omni_core.model_boundary``)."""
+    import sys
+
+    from omni_core.model_boundary import MODEL_BOUNDARY_SUBDIR
+    from omni_core.speech_boundary import load_or_train_speech_boundary
+
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and not (ckpt / "config.json").exists():
+        print(f"[demo] {ckpt} holds no model: using a random-init {cfg.profile} model", file=sys.stderr)
+        ckpt = None
+    model, processor = load_model(cfg, ckpt)
+    if cfg.stream.boundary == "model":
+        head_dir = (Path(model_boundary_dir) if model_boundary_dir
+                    else ckpt.parent.parent / MODEL_BOUNDARY_SUBDIR if ckpt is not None else None)
+        if head_dir is None or not (head_dir / "config.json").exists():
+            raise FileNotFoundError(f"stream.boundary: model needs the model's boundary head, and {head_dir} holds "
+                                    "none: train it with `python -m omni_core.model_boundary --checkpoint "
+                                    f"{ckpt} --out <dir>` (the pipeline's model_boundary stage), or set "
+                                    "stream.boundary: detector")
+        return model, processor, ModelBoundaryHead.from_pretrained(str(head_dir)).eval()
+    head_dir = (Path(speech_boundary_dir) if speech_boundary_dir
+                else ckpt / SPEECH_BOUNDARY_SUBDIR if ckpt is not None else None)
+    return model, processor, load_or_train_speech_boundary(head_dir)
+
+
+def add_session_arguments(ap) -> None:
+    """The command-line options of a live session's parts (``python -m omni_core.web``, ``demo_realtime``)."""
+    from omni_core.config import REPO_ROOT
+
+    ap.add_argument("--checkpoint", default=None, help="model directory, e.g. checkpoints/2_sft/model (tiny) or "
+                    "checkpoints/small/2_sft/model; absent = a random-init model of the profile (the plumbing only)")
+    ap.add_argument("--speech-boundary", default=None, help="the separate detector's head directory (default "
+                    "<checkpoint>/speech_boundary; trained in seconds if there is none)")
+    ap.add_argument("--model-boundary", default=None, help="the model's own boundary head directory, used when "
+                    "stream.boundary is model (default: model_boundary/ beside the stage checkpoints)")
+    ap.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
+    ap.add_argument("--profile", default=None, help="tiny or small (default: params.yaml's)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default; 1 is steadier "
+                    "on a busy machine)")
+
+
+def session_parts_from_args(args):
+    """(cfg, model, processor, boundary head) from :func:`add_session_arguments`' options, offline."""
+    import os
+
+    from omni_core.config import load_config
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.params, profile=args.profile)
+    return (cfg, *load_session_parts(cfg, args.checkpoint, args.speech_boundary, args.model_boundary))

@@ -1,23 +1,33 @@
 """Time from the end of speech to the first answer token: streaming versus re-encoding each turn.
 
 The same turns go through two sessions of one model (:data:`PREFILL_MODES`): ``streaming`` prefills frames
-while the user speaks and keeps the conversation in the KV cache; ``reencode``, the baseline, encodes the
-whole conversation (every frame, every utterance, every earlier answer) once speech ends. A *drive*
-feeds a session its turns: :func:`ask_turns` hands each turn over at once, :func:`push_stream` pushes a
-stream chunk by chunk as a microphone and a camera would. :func:`compare_prefill` runs both sessions,
-repeats interleaved so that load changes on a shared machine hit both alike, and :func:`summarize` takes
-the medians. Notebook 06 and ``benchmarks/bench_stream.py`` both measure with these.
+(and the audio, in ``stream.audio_chunk_seconds`` chunks) while the user speaks and keeps the conversation
+in the KV cache; ``reencode``, the baseline, encodes the whole conversation (every frame, every utterance,
+every earlier answer) once speech ends. A *drive* feeds a session its turns: :func:`ask_turns` hands each
+turn over at once, :func:`push_stream` pushes a stream chunk by chunk as a microphone and a camera would.
+:func:`compare_prefill` runs the sessions (or other ``modes``), repeats interleaved so that load changes on a
+shared machine hit all alike, and :func:`summarize` takes the medians. Notebook 06 and
+``benchmarks/bench_stream.py`` both measure with these.
+
+What chunked audio costs in quality: :func:`chunked_wer` transcribes held-out clips (:func:`asr_clips`)
+with the audio encoded whole and in chunks (the encoder then attends within a chunk only).
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from omni_core.config import StreamConfig
+from omni_core.data.manifest import media_parts
+from omni_core.eval.metrics import wer
+from omni_core.eval.runner import read_manifest
 from omni_core.model.token_counts import SAMPLING_RATE
+from omni_core.processing import load_audio
 from omni_core.speech_boundary import SpeechBoundaryHead
 from omni_core.stream import OmniSession
 
@@ -86,14 +96,25 @@ def push_stream(session: OmniSession, audio: np.ndarray, frames: Sequence[np.nda
     return _timing(session, compute, answering, len(audio) / SAMPLING_RATE)
 
 
+class SessionMode(NamedTuple):
+    """One arm of :func:`compare_prefill`: how its sessions are built."""
+    incremental: bool
+    cfg: StreamConfig
+    speech_boundary: object = None         # a head or decider (stream.boundary_decider); None = compare_prefill's
+
+
 def compare_prefill(model, processor, cfg: StreamConfig, drive: Callable[[OmniSession], SessionTiming],
-                    repeats: int = 1, speech_boundary: SpeechBoundaryHead | None = None) -> dict[str, list[SessionTiming]]:
-    """``repeats`` drives of a fresh session per mode of :data:`PREFILL_MODES`, interleaved (streaming,
-    re-encode, streaming, ...). Returns mode name -> one :class:`SessionTiming` per repeat."""
-    runs: dict[str, list[SessionTiming]] = {name: [] for name in PREFILL_MODES}
+                    repeats: int = 1, speech_boundary: SpeechBoundaryHead | None = None,
+                    modes: Mapping[str, SessionMode] | None = None) -> dict[str, list[SessionTiming]]:
+    """``repeats`` drives of a fresh session per mode, interleaved (streaming, re-encode, streaming, ...).
+    ``modes``: name -> :class:`SessionMode`; default :data:`PREFILL_MODES`, all under ``cfg``.
+    Returns mode name -> one :class:`SessionTiming` per repeat."""
+    modes = modes or {name: SessionMode(incremental, cfg) for name, incremental in PREFILL_MODES.items()}
+    runs: dict[str, list[SessionTiming]] = {name: [] for name in modes}
     for _ in range(repeats):
-        for name, incremental in PREFILL_MODES.items():
-            session = OmniSession(model, processor, speech_boundary, cfg, incremental=incremental, auto_answer=False)
+        for name, mode in modes.items():
+            session = OmniSession(model, processor, mode.speech_boundary or speech_boundary, mode.cfg,
+                                  incremental=mode.incremental, auto_answer=False)
             runs[name].append(drive(session))
     return runs
 
@@ -111,4 +132,30 @@ def summarize(runs: Sequence[SessionTiming]) -> dict:
     out.update({"frames_per_turn": first.frames_per_turn,
                 "tokens_prefilled_after_speech": first.tokens_prefilled_after_speech,
                 "context_tokens": first.context_tokens})
+    return out
+
+
+# ------------------------------------------------------------------------------------------- quality
+def asr_clips(manifest: str | Path, n: int, task: str = "asr") -> list[tuple[np.ndarray, str, str]]:
+    """The first ``n`` ``task`` samples of a manifest (held out: the test split) as (audio, prompt, reference)."""
+    samples = read_manifest(manifest, [task], n).get(task, [])
+    audio = [next(p for p in media_parts({"messages": s.prompt}) if p["type"] == "audio") for s in samples]
+    return [(load_audio(a, s.base_dir), s.question, s.reference) for a, s in zip(audio, samples)]
+
+
+def chunked_wer(model, processor, cfg: StreamConfig, clips: Sequence[tuple[np.ndarray, str, str]],
+                chunk_seconds: Sequence[float] = (0.0, 1.0, 2.0)) -> dict[str, dict]:
+    """WER (%, :func:`omni_core.eval.metrics.wer`) of each clip's answer, one fresh turn per clip, its audio
+    streamed through :meth:`OmniSession.add_audio` with ``audio_chunk_seconds`` = each of ``chunk_seconds``
+    (0 = the whole utterance encoded at once), then its prompt. Returns ``{"<seconds>": {"wer", "answers"}}``."""
+    out = {}
+    for seconds in chunk_seconds:
+        session = OmniSession(model, processor, cfg=replace(cfg, audio_chunk_seconds=seconds), auto_answer=False)
+        answers = []
+        for audio, prompt, _ in clips:
+            session.reset()
+            session.add_audio(audio)
+            session.end_turn(text=prompt)
+            answers.append(session.answer())
+        out[f"{seconds:g}"] = {"wer": round(wer(answers, [ref for *_, ref in clips]), 2), "answers": answers}
     return out

@@ -1,54 +1,32 @@
 """Real-time interaction (omni_core.stream, omni_core.speech_boundary, omni_core.stream_latency) on a tiny
 random model and a freshly trained speech boundary head: incremental prefill equals one-shot prefill, turns
-reuse the cache, the boundary head finds utterance starts/ends on held-out voices and sentences, barge-in
+reuse the cache, audio streamed in chunks adds up to the whole utterance's tokens and is prefilled before
+the end of speech, the boundary head finds utterance starts/ends on held-out voices and sentences, barge-in
 stops generation, and the latency comparison of streaming and re-encoding measures both alike."""
+from dataclasses import replace
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
 
-from omni_core.config import load_config
+from omni_core.config import ConfigError, load_config
 from omni_core.data.sources.speech import flite
-from omni_core.model import build_model, train_tokenizer
+from omni_core.model.token_counts import audio_num_tokens
 from omni_core.plots import plot_speech_boundaries, plot_turn_latency
-from omni_core.processing import OmniProcessor
 from omni_core.speech_boundary import (
     SpeechBoundaryHead,
     detect,
     evaluate_boundaries,
     load_or_train_speech_boundary,
     synth_streams,
-    train_speech_boundary_head,
     tts_sentences,
 )
 from omni_core.stream import OmniSession
 from omni_core.stream_latency import ask_turns, compare_prefill, push_stream, summarize
 
-TINY = {"model": {"llm": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 128},
-                  "vision": {"image_size": 16, "patch_size": 4, "hidden_size": 32, "num_layers": 1, "num_heads": 2,
-                             "intermediate_size": 64},
-                  "audio": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "ffn_size": 64, "window_seconds": 1.0}}}
 # Boundary quality on held-out streams (unseen voice "awb", unseen sentences); measured 0.98 / 0.985.
 MIN_FRAME_ACCURACY, MIN_BOUNDARY_F1 = 0.9, 0.85
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return load_config(overrides=TINY)
-
-
-@pytest.fixture(scope="module")
-def model_and_processor(cfg):
-    torch.manual_seed(0)
-    tok = train_tokenizer(["the cat sat on the mat", "what is in the video", "hello world"] * 20, vocab_size=300)
-    processor = OmniProcessor(tok, cfg.model)
-    return build_model(cfg, processor.tokenizer).eval(), processor
-
-
-@pytest.fixture(scope="module")
-def speech_boundary_head():
-    train, _ = tts_sentences()
-    return train_speech_boundary_head(synth_streams(48, ("slt", "kal16", "rms"), seed=0, sentences=train))
 
 
 def _frames(n, seed=0):
@@ -144,6 +122,90 @@ def test_speech_boundary_head_is_saved_next_to_the_checkpoint(tmp_path):
     x = torch.randn(1, 50, head.n_mels)
     torch.testing.assert_close(again(x), head(x))
     assert isinstance(again, SpeechBoundaryHead)
+
+
+def _audio_items(session):
+    """Token count of each audio item of the conversation, in order."""
+    return [int(m.tensors["audio_token_counts"]) for m in session.media if m.kind == "audio"]
+
+
+def _audio_span(session):
+    """The pads between the (single) <|audio_start|> and <|audio_end|> of the conversation."""
+    ids = session.ids
+    a, b = ids.index(session.tok["audio", "start"]), ids.index(session.tok["audio", "end"])
+    return ids[a + 1:b]
+
+
+def test_add_audio_chunks_add_up_to_the_whole_utterance(cfg, model_and_processor):
+    model, processor = model_and_processor
+    audio, ds = _noise(1.3), model.config.audio_downsample
+    token = ds * 320                                 # samples per audio token
+    whole = OmniSession(model, processor, cfg=replace(cfg.stream, audio_chunk_seconds=0.3))
+    whole.end_turn(audio=audio)                     # end_turn alone: one item, whatever audio_chunk_seconds
+    n_whole = audio_num_tokens(len(audio), ds)
+    assert _audio_items(whole) == [n_whole]
+    ids = {}
+    for incremental in (True, False):
+        s = OmniSession(model, processor, cfg=replace(cfg.stream, audio_chunk_seconds=0.3), incremental=incremental,
+                        record_logits=True)
+        s.add_frame(_frames(1)[0])
+        n = s.audio_chunk_samples
+        assert n % token == 0 and abs(n - 0.3 * 16000) <= token / 2      # whole tokens, as near 0.3 s as can be
+        for i in range(0, len(audio), 2200):         # pieces that do not line up with the chunks
+            s.add_audio(audio[i:i + 2200])
+            if incremental:
+                assert s.n_cached == len(s.ids)      # every whole chunk is prefilled as soon as it is there
+        with pytest.raises(RuntimeError, match="audio span is open"):
+            s.add_frame(_frames(1)[0])
+        s.end_turn(text="what is in the video")
+        items = _audio_items(s)
+        assert items == [n // token] * (len(audio) // n) + [audio_num_tokens(len(audio) % n, ds)]
+        assert sum(items) == n_whole and len(_audio_span(s)) == n_whole and abs(s.turns[0].audio_seconds - 1.3) < 1e-6
+        _check_prefill_logits(s)                      # the one-shot forward of the same chunk items
+        ids[incremental] = s.ids
+    assert ids[True] == ids[False]                   # the baseline re-encodes the same items at the end
+    exact = OmniSession(model, processor, cfg=replace(cfg.stream, audio_chunk_seconds=0.3), incremental=False)
+    exact.add_audio(audio[:2 * exact.audio_chunk_samples])    # a whole number of chunks: no tail item
+    exact.end_turn()
+    assert _audio_items(exact) == [exact.audio_chunk_samples // token] * 2
+
+
+def test_pushed_audio_is_prefilled_while_the_user_speaks(cfg, model_and_processor, speech_boundary_head):
+    model, processor = model_and_processor
+    audio = np.concatenate([_noise(0.6, level=0.003), _speech(), _noise(1.0, seed=2, level=0.003)])
+    frames, step = _frames(40), int(0.1 * 16000)
+    sessions, cached_at_end = {}, {}        # audio tokens in the KV cache when speech_end is emitted
+
+    def on_event(e):
+        if e.kind == "speech_end":
+            cached_at_end[seconds] = s.ids[:s.n_cached].count(s.tok["audio", "pad"])
+
+    for seconds in (0.0, 0.5):
+        s = OmniSession(model, processor, speech_boundary_head, replace(cfg.stream, audio_chunk_seconds=seconds),
+                        auto_answer=False, record_logits=True, on_event=on_event)
+        for i, start in enumerate(range(0, len(audio), step)):
+            s.push_video_frame(frames[i % len(frames)])
+            s.push_audio(audio[start:start + step])
+        assert [e.kind for e in s.events] == ["speech_start", "speech_end"] and s.state == "ready"
+        sessions[seconds] = s
+    whole, chunked = sessions[0.0], sessions[0.5]
+    assert len(_audio_items(whole)) == 1 and len(_audio_items(chunked)) >= 3
+    assert cached_at_end[0.0] == 0 and cached_at_end[0.5] >= 2 * _audio_items(chunked)[0]   # in before the end
+    # the same utterance (same boundaries), cut into chunks of whole tokens: the same audio tokens in all
+    assert sum(_audio_items(chunked)) == sum(_audio_items(whole)) == len(_audio_span(chunked))
+    assert chunked.turns[0].audio_seconds == whole.turns[0].audio_seconds
+    # at the end of speech only the audio after the last whole chunk (at most a chunk and one push) is left
+    after = chunked.turns[0].tokens_prefilled_after_speech
+    closing = 1 + len(chunked.user_close) - 1          # <|audio_end|> + the template, less generate's input token
+    assert after <= audio_num_tokens(chunked.audio_chunk_samples + step, model.config.audio_downsample) + closing
+    assert after < whole.turns[0].tokens_prefilled_after_speech
+    _check_prefill_logits(chunked)
+    assert isinstance(chunked.answer(), str)
+
+
+def test_bad_audio_chunk_seconds_is_refused():
+    with pytest.raises(ConfigError, match=r"stream\.audio_chunk_seconds = -0\.5 is out of range"):
+        load_config(overrides={"stream": {"audio_chunk_seconds": -0.5}})
 
 
 def _speech():
