@@ -29,10 +29,13 @@
 #   our own data (flite speech from three voices between silences, noise and tones) and scored on a
 #   held-out voice and held-out sentences. It is saved next to the model checkpoint
 #   (`<ckpt>/speech_boundary/`).
-# - `OmniSession`: frames are prefilled at `stream.video_fps` while the user speaks, the audio at the end
-#   of speech, the answer streams through a callback; the next turn reuses the cache.
-# - Beyond the paper: **barge-in**. Speech that starts during an answer stops generation and opens
-#   the next turn.
+# - `OmniSession`: frames are prefilled at `stream.video_fps` while the user speaks, the audio after them,
+#   the answer streams through a callback; the next turn reuses the cache.
+# - Beyond the paper: **barge-in** (speech that starts during an answer stops generation and opens the next
+#   turn); the audio encoded in 2 s chunks while it arrives (`stream.audio_chunk_seconds`); and the turn closed
+#   and prefilled while the head waits out its silence hangover, taken back if speech resumes
+#   (`stream.prefill_in_hangover`), so at the end decision only the answer is left. `docs/realtime.md` measures
+#   each, and the browser demo (`make demo`) runs the same session live.
 #
 # The demo exchange is a test sample of a task the tiny model answers well (`demo_task`; notebook 04 has the
 # scores): a moving digit whose own sound track says a number, and the typed question "What number does the
@@ -53,7 +56,6 @@ threads = 1               # torch CPU threads (timings on a shared CPU are stead
 seed = 0
 
 # %%
-import functools
 import os
 from pathlib import Path
 
@@ -129,13 +131,12 @@ print(f"{len(clip.frames)} frames, {len(clip.audio) / 16000:.1f} s of audio")
 
 # %%
 session = OmniSession(model, processor, speech_boundary, cfg.stream, on_text=lambda t: print(t, end="", flush=True),
-                      on_event=lambda e: print(f"\n[{e.time:5.2f}s] {e.kind}", flush=True))
-if question:        # the session calls end_turn at the end of speech: the typed question follows the audio
-    session.end_turn = functools.partial(session.end_turn, text=question)
+                      on_event=lambda e: print(f"\n[{e.time:5.2f}s] {e.kind}", flush=True),
+                      typed_text=question or None)     # the typed question closes the spoken turn, after its audio
 timeline = StreamRecorder(session)
 replay(session, clip, cfg.stream.chunk_seconds, speed=speed)
 turn = session.turns[0]
-print(f"\n\nframes encoded while speaking: {turn.frames}; audio fed at the end: {turn.audio_seconds:.2f} s; "
+print(f"\n\nframes encoded while speaking: {turn.frames}; audio: {turn.audio_seconds:.2f} s; "
       f"tokens prefilled after speech: {turn.tokens_prefilled_after_speech}; "
       f"first token {1000 * turn.latency:.0f} ms after the end of speech")
 
@@ -145,8 +146,9 @@ print(f"\n\nframes encoded while speaking: {turn.frames}; audio fed at the end: 
 # the head detects it to the red line where it decides the user has finished: the arrow is the silence it
 # waited for (`stream.min_silence_seconds`), so pauses between words do not end a turn. Below: the frames
 # prefilled while the user speaks (green, a few tokens each, already in the KV cache), the end-of-turn
-# prefill (red: the utterance's audio and the template), and the answer (the diamond is its first token).
-# The time from the red line to the diamond is what the user waits: it holds no frame, whatever the video.
+# prefill (the utterance's audio and the template, made during the silence hangover as a guess that the
+# decision confirms), and the answer (the diamond is its first token). The time from the red line to the
+# diamond is what the user waits: it holds no frame and no audio, whatever the video.
 
 # %%
 plot_stream_timeline(timeline.records, clip.audio, session.detector.probs, speech_boundary.hop_seconds,

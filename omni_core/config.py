@@ -267,6 +267,9 @@ class StreamConfig:
     # audio encoded and prefilled in chunks of this length while the user speaks; 0 = the whole utterance at its end.
     # Each chunk is encoded alone: 1 s chunks doubled the trained tiny model's ASR WER (stream_latency.chunked_wer)
     audio_chunk_seconds: float = field(default=2.0, metadata=_range(0.0, 30.0))
+    # close and prefill the turn while the silence hangover runs, taken back if speech resumes: the end of speech
+    # then only has the answer's first token left to compute
+    prefill_in_hangover: bool = True
     # what decides speech start and end: the separate log-mel detector, or the model's own head (model_boundary.py)
     boundary: Literal["detector", "model"] = "detector"
     video_fps: float = field(default=1.0, metadata=_range(0.01, 60))              # frames encoded while the user speaks

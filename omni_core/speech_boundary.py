@@ -132,6 +132,12 @@ class BoundaryDecider:
     def time(self) -> float:
         return len(self.probs) * self.hop_seconds
 
+    @property
+    def silence_since(self) -> float | None:
+        """Inside an utterance, where the current run of silence began: the end of speech, if it lasts the
+        hangover. None while speech goes on or outside an utterance."""
+        return self.time - self._run * self.hop_seconds if self.in_speech and self._run else None
+
     def frame_probs(self, chunk: np.ndarray) -> list[float]:
         raise NotImplementedError
 

@@ -13,6 +13,9 @@ the last partial chunk is left. Chunks are a whole number of audio tokens long, 
 audio tokens as the whole utterance would; the LLM sees the same layout, but each chunk's features come
 from that chunk alone (``stream_latency.chunked_wer`` measures what this costs). A turn keeps the trained
 layout (frames, then audio), so once the first chunk is in, later frames of the turn are not encoded.
+And while the detector waits out its silence hangover, the turn is closed and prefilled as if speech ended
+where the silence began (``stream.prefill_in_hangover``); speech that resumes takes that back. At the end
+decision only the answer's first token is left.
 
 :class:`OmniSession` holds one conversation:
 
@@ -117,6 +120,22 @@ class _StopOnEvent(StoppingCriteria):
 
 
 @dataclass
+class _Guess:
+    """A turn closed during the silence hangover, as if speech ended at ``end_time``: what to restore if
+    speech resumes instead (:meth:`OmniSession._take_back`)."""
+    end_time: float
+    n_ids: int
+    n_media: int
+    n_cached: int
+    n_cached_media: int
+    n_logits: int
+    audio_open: bool
+    video_open: bool
+    pending: np.ndarray
+    audio_seconds: float
+
+
+@dataclass
 class _Media:
     kind: Literal["video", "audio"]
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -136,19 +155,22 @@ class OmniSession:
         on_text: called with each finished piece of answer text as it streams.
         on_event: called with every :class:`StreamEvent`.
         record_logits: keep the prefill logits (tests compare them with a one-shot prefill).
+        typed_text: text typed beside the speech, closing each turn that ``push_audio`` ends (after the audio,
+            as in the manifests' layout); ``end_turn(text=...)`` gives it for one turn.
     """
 
     def __init__(self, model, processor,
                  speech_boundary: SpeechBoundaryHead | ModelBoundaryHead | BoundaryDecider | None = None,
                  cfg: StreamConfig | None = None, *, incremental: bool = True, auto_answer: bool = True,
                  on_text: Callable[[str], None] | None = None,
-                 on_event: Callable[[StreamEvent], None] | None = None, record_logits: bool = False):
+                 on_event: Callable[[StreamEvent], None] | None = None, record_logits: bool = False,
+                 typed_text: str | None = None):
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.cfg = cfg or StreamConfig()
         self.incremental, self.auto_answer, self.record_logits = incremental, auto_answer, record_logits
-        self.on_text, self.on_event = on_text, on_event
+        self.on_text, self.on_event, self.typed_text = on_text, on_event, typed_text
         mc = model.config
         vc, ac = mc.vision_config, mc.audio_config
         self.image_size, self.video_max_tiles = vc.image_size, mc.video_max_tiles
@@ -202,6 +224,7 @@ class OmniSession:
         self._audio = np.zeros(0, np.float32)    # recent audio; sample 0 is at _audio_t0 on the stream clock
         self._audio_t0 = 0.0
         self._speech_start: float | None = None
+        self._guess: _Guess | None = None        # the turn closed in the hangover, awaiting the end decision
         if self.detector is not None:
             self.detector.reset()
 
@@ -354,6 +377,12 @@ class OmniSession:
         stats = self.turns[-1]
         if stats.end_of_speech is None:
             stats.end_of_speech = time.perf_counter()
+        stats.tokens_prefilled_after_speech = self._close_turn(audio, text)
+        self.state = "ready"
+        return stats.tokens_prefilled_after_speech
+
+    def _close_turn(self, audio: np.ndarray | None, text: str | None = None) -> int:
+        """:meth:`end_turn`'s work: the rest of the audio, the text, the template's close; prefilled."""
         self._close_video()
         wav = np.zeros(0, np.float32) if audio is None else np.asarray(audio, dtype=np.float32).reshape(-1)
         if self._audio_open or len(self._pending):      # an utterance streamed with add_audio: chunk its rest alike
@@ -365,9 +394,7 @@ class OmniSession:
         if text:
             self._append(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         self._append(self.user_close)
-        stats.tokens_prefilled_after_speech = self._flush(keep_last=True)
-        self.state = "ready"
-        return stats.tokens_prefilled_after_speech
+        return self._flush(keep_last=True)
 
     # -------------------------------------------------------------------------------------- answering
     def answer(self, max_new_tokens: int | None = None, **generate_kwargs) -> str:
@@ -444,13 +471,50 @@ class OmniSession:
         self.end_turn(audio=audio, text=text)
         return self.answer()
 
+    # ------------------------------------------------------------------------------- the hangover's guess
+    def _guess_end(self) -> None:
+        """While the detector's silence hangover runs, close and prefill the turn as if speech ended where the
+        silence began (once the post-roll is in); take that back if speech resumes. The end decision then
+        finds the turn prefilled, and only the answer is left (``stream.prefill_in_hangover``)."""
+        since = self.detector.silence_since
+        if self._guess is not None and (since is None or abs(since - self._guess.end_time) > 1e-6):
+            self._take_back()                          # speech went on: the guess was wrong
+        if (self._guess is None and since is not None and self.incremental and self.cfg.prefill_in_hangover
+                and self.clock - since >= self.cfg.preroll_seconds):
+            stats = self.turns[-1]
+            self._guess = _Guess(since, len(self.ids), len(self.media), self.n_cached, self.n_cached_media,
+                                 len(self.logits), self._audio_open, self._video_open, self._pending,
+                                 stats.audio_seconds)
+            b = int((since + self.cfg.preroll_seconds - self._audio_t0) * SAMPLING_RATE)
+            self._close_turn(self._audio[self._utterance_next:b], self.typed_text)
+
+    def _confirm_guess(self) -> None:
+        stats = self.turns[-1]
+        stats.end_of_speech = time.perf_counter()
+        stats.tokens_prefilled_after_speech = 0
+        self._guess = None
+        self.state = "ready"
+
+    def _take_back(self) -> None:
+        """Undo a guessed close: the tokens, media and cache positions it added, and the turn's open spans."""
+        g, self._guess = self._guess, None
+        if g is None:
+            return
+        del self.ids[g.n_ids:], self.media[g.n_media:], self.logits[g.n_logits:]
+        extra = self.cache.get_seq_length() - g.n_cached
+        if extra > 0:
+            self.cache.crop(-extra)
+        self.n_cached, self.n_cached_media = g.n_cached, g.n_cached_media
+        self._audio_open, self._video_open, self._pending = g.audio_open, g.video_open, g.pending
+        self.turns[-1].audio_seconds = g.audio_seconds
+
     # -------------------------------------------------------------------------------------- real time
     def push_video_frame(self, frame: np.ndarray) -> bool:
         """A camera frame at the current stream time. While the user speaks, frames are encoded at
         ``video_fps`` (the turn's frame budget permitting) until the first audio chunk opens the audio span;
         otherwise only the latest is kept, to open the next turn with. Returns whether the frame was encoded."""
         now = self.clock
-        if (self.state != "listening" or self._audio_open   # the audio span is open: frames come before it
+        if (self.state != "listening" or self._audio_open or self._guess is not None   # frames come before the audio
                 or now - self._last_frame_time < 1.0 / self.cfg.video_fps - 1e-6
                 or (self.turns and self.turns[-1].frames >= self.cfg.max_frames)):
             self._latest_frame = frame
@@ -487,10 +551,17 @@ class OmniSession:
                 b = int((ev.time + self.cfg.preroll_seconds - self._audio_t0) * SAMPLING_RATE)
                 self._speech_start = None
                 out.append(self._emit("speech_end"))
-                self.end_turn(audio=self._audio[self._utterance_next:b])
+                if self._guess is not None and abs(self._guess.end_time - ev.time) < 1e-6:
+                    self._confirm_guess()              # the turn was closed and prefilled in the hangover
+                else:
+                    self._take_back()
+                    self.end_turn(audio=self._audio[self._utterance_next:b], text=self.typed_text)
                 if self.auto_answer:
                     self.answer_async()
-        if self._speech_start is not None and self.audio_chunk_samples and self.state == "listening":
+        if self._speech_start is not None and self.state == "listening":
+            self._guess_end()
+        if (self._speech_start is not None and self.audio_chunk_samples and self.state == "listening"
+                and self._guess is None):
             # no speech end yet, so the utterance ends after clock - min_silence (the detector's hangover):
             # the audio before that, plus the post-roll, is surely the utterance's; stream it now
             hangover = self.detector.min_silence * self.detector.hop_seconds

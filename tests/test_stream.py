@@ -181,7 +181,8 @@ def test_pushed_audio_is_prefilled_while_the_user_speaks(cfg, model_and_processo
             cached_at_end[seconds] = s.ids[:s.n_cached].count(s.tok["audio", "pad"])
 
     for seconds in (0.0, 0.5):
-        s = OmniSession(model, processor, speech_boundary_head, replace(cfg.stream, audio_chunk_seconds=seconds),
+        s = OmniSession(model, processor, speech_boundary_head,
+                        replace(cfg.stream, audio_chunk_seconds=seconds, prefill_in_hangover=False),
                         auto_answer=False, record_logits=True, on_event=on_event)
         for i, start in enumerate(range(0, len(audio), step)):
             s.push_video_frame(frames[i % len(frames)])
@@ -201,6 +202,47 @@ def test_pushed_audio_is_prefilled_while_the_user_speaks(cfg, model_and_processo
     assert after < whole.turns[0].tokens_prefilled_after_speech
     _check_prefill_logits(chunked)
     assert isinstance(chunked.answer(), str)
+
+
+def _push_all(session, audio, frames, step=1600):
+    for i, start in enumerate(range(0, len(audio), step)):
+        session.push_video_frame(frames[i % len(frames)])
+        session.push_audio(audio[start:start + step])
+
+
+def _logged_take_back(session, log):
+    """``session._take_back``, logging whether a guess stood when it ran."""
+    original = session._take_back
+
+    def take_back():
+        log.append(session._guess is not None)
+        original()
+    return take_back
+
+
+def test_turn_closed_in_the_hangover_is_the_same_turn_and_leaves_only_the_answer(cfg, model_and_processor,
+                                                                               speech_boundary_head):
+    """The guess made while the silence hangover runs is the turn the end decision would close; a pause shorter
+    than the hangover takes it back, and the turn goes on as if no guess had been made."""
+    model, processor = model_and_processor
+    pause = np.zeros(int(0.02 * 16000), np.float32)   # with flite's own silences about 0.34 s: over the post-roll, under the hangover
+    audio = np.concatenate([_noise(0.6, level=0.003), _speech(), pause, _speech(), _noise(1.0, seed=2, level=0.003)])
+    frames, sessions, taken_back = _frames(40), {}, []
+    for guess in (False, True):
+        s = OmniSession(model, processor, speech_boundary_head, replace(cfg.stream, prefill_in_hangover=guess),
+                        auto_answer=False, record_logits=True)
+        if guess:
+            s._take_back = _logged_take_back(s, taken_back)
+        _push_all(s, audio, frames)
+        assert [e.kind for e in s.events] == ["speech_start", "speech_end"] and s.state == "ready"
+        sessions[guess] = s
+    plain, guessed = sessions[False], sessions[True]
+    assert any(taken_back), "the pause inside the utterance should have made a guess that was taken back"
+    assert guessed.ids == plain.ids and len(guessed.media) == len(plain.media)
+    assert guessed.turns[0].audio_seconds == plain.turns[0].audio_seconds
+    assert guessed.turns[0].tokens_prefilled_after_speech == 0 < plain.turns[0].tokens_prefilled_after_speech
+    _check_prefill_logits(guessed)                                # the cache after a take-back is the one-shot's
+    assert guessed.answer() == plain.answer()
 
 
 def test_bad_audio_chunk_seconds_is_refused():

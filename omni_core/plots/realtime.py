@@ -74,9 +74,11 @@ class StreamRecorder:
         self.session, self.records = session, []
         self._offset: float | None = None
         self._forward_event, self._forward_text = session.on_event, session.on_text
-        self._add_frame, self._end_turn = session.add_frame, session.end_turn
+        # the turn's close (audio left, template) is timed where it runs: at the end decision, or during the
+        # silence hangover when the session guesses the end (stream.prefill_in_hangover)
+        self._add_frame, self._close_turn = session.add_frame, session._close_turn
         session.on_event, session.on_text = self._on_event, self._on_text
-        session.add_frame, session.end_turn = self._timed_frame, self._timed_end_turn
+        session.add_frame, session._close_turn = self._timed_frame, self._timed_close_turn
 
     def _time(self, wall: float) -> float:
         if self._offset is None:
@@ -105,9 +107,9 @@ class StreamRecorder:
         self._add_frame(frame)          # tokens prefilled: the frame's, with the turn's header when it opens the turn
         self._add("frame", start, time.perf_counter(), tokens=self.session.n_cached - before)
 
-    def _timed_end_turn(self, *args, **kwargs) -> int:
+    def _timed_close_turn(self, *args, **kwargs) -> int:
         start = time.perf_counter()
-        n = self._end_turn(*args, **kwargs)
+        n = self._close_turn(*args, **kwargs)
         stats = self.session.turns[-1]
         self._add("prefill", start, time.perf_counter(), tokens=n, audio_seconds=stats.audio_seconds)
         return n
