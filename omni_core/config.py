@@ -272,6 +272,8 @@ class StreamConfig:
     prefill_in_hangover: bool = True
     # what decides speech start and end: the separate log-mel detector, or the model's own head (model_boundary.py)
     boundary: Literal["detector", "model"] = "detector"
+    # labelled flite streams the model's own boundary head trains on (half as many score it, held out)
+    boundary_streams: int = field(default=48, metadata=_range(4, 10000))
     video_fps: float = field(default=1.0, metadata=_range(0.01, 60))              # frames encoded while the user speaks
     max_frames: int = field(default=16, metadata=_range(1, 1024))                 # frames per turn at most
 

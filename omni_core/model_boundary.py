@@ -199,17 +199,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
     ap.add_argument("--profile", default=None)
     ap.add_argument("--layer", type=int, default=None, help="LLM layer the head reads (default: a quarter of the depth)")
-    ap.add_argument("--streams", type=int, default=48, help="training streams")
+    ap.add_argument("--streams", type=int, default=None, help="training streams (default: stream.boundary_streams; "
+                    "half as many are held out to score both deciders)")
     ap.add_argument("--metrics", default=None, help="JSON file for the held-out comparison")
     args = ap.parse_args(argv)
     cfg = load_config(args.params, profile=args.profile)
     model, _ = load_checkpoint(cfg, args.checkpoint)
-    train = synth_streams(args.streams, ("slt", "kal16", "rms"), seed=0, sentences=tts_sentences()[0])
+    n_streams = args.streams or cfg.stream.boundary_streams
+    train = synth_streams(n_streams, ("slt", "kal16", "rms"), seed=0, sentences=tts_sentences()[0])
     head = train_model_boundary_head(model, train, args.layer)
     head.save_pretrained(args.out)
     rules = dict(threshold=cfg.stream.end_threshold, min_speech_seconds=cfg.stream.min_speech_seconds,
                  min_silence_seconds=cfg.stream.min_silence_seconds)
-    held_out = held_out_streams()
+    held_out = held_out_streams(max(4, n_streams // 2))
     deciders = {"model": ModelBoundaryDetector(model, head, **rules),
                 "detector": load_or_train_speech_boundary(args.speech_boundary)}
     metrics = {"layer": head.layer, "context_seconds": head.context_seconds, "hop_tokens": head.hop_tokens,

@@ -621,8 +621,9 @@ def load_model(cfg: Config, checkpoint: str | Path | None = None, seed: int = 0)
 
 def load_session_parts(cfg: Config, checkpoint: str | Path | None = None,
                        speech_boundary_dir: str | Path | None = None, model_boundary_dir: str | Path | None = None):
-    """(model, processor, boundary head) for a live session. A ``checkpoint`` without a model means a
-    random-init model of the profile (said on stderr). The head follows ``cfg.stream.boundary``:
+    """(model, processor, boundary head) for a live session. A ``checkpoint`` without a model means the
+    profile's model untrained (pretrained parts loaded, the rest random-init; said on stderr). The head
+    follows ``cfg.stream.boundary``:
     ``detector``: the separate detector's, from ``speech_boundary_dir``, else ``<checkpoint>/speech_boundary``,
     else trained in seconds (and saved where a directory was named); ``model``: the model's own, from
     ``model_boundary_dir``, else ``model_boundary/`` beside the stage checkpoints (``python -m omni_core.model_boundary``)."""
@@ -633,7 +634,8 @@ def load_session_parts(cfg: Config, checkpoint: str | Path | None = None,
 
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and not (ckpt / "config.json").exists():
-        print(f"[demo] {ckpt} holds no model: using a random-init {cfg.profile} model", file=sys.stderr)
+        print(f"[demo] {ckpt} holds no model: using the {cfg.profile} profile's model untrained (its pretrained "
+              "parts from models/, the rest random-init)", file=sys.stderr)
         ckpt = None
     model, processor = load_model(cfg, ckpt)
     if cfg.stream.boundary == "model":
@@ -655,7 +657,7 @@ def add_session_arguments(ap) -> None:
     from omni_core.config import REPO_ROOT
 
     ap.add_argument("--checkpoint", default=None, help="model directory, e.g. checkpoints/2_sft/model (tiny) or "
-                    "checkpoints/small/2_sft/model; absent = a random-init model of the profile (the plumbing only)")
+                    "checkpoints/small/2_sft/model; absent = the profile's model untrained (the plumbing only)")
     ap.add_argument("--speech-boundary", default=None, help="the separate detector's head directory (default "
                     "<checkpoint>/speech_boundary; trained in seconds if there is none)")
     ap.add_argument("--model-boundary", default=None, help="the model's own boundary head directory, used when "
