@@ -37,6 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from omni_core.config import StreamConfig
 from omni_core.data.sources.speech import SpeechError, flite
 from omni_core.model.token_counts import SAMPLING_RATE
+from omni_core.model_boundary import ModelBoundaryHead
 from omni_core.speech_boundary import SpeechBoundaryHead
 from omni_core.stream import ContextFullError, OmniSession, StreamEvent
 
@@ -147,7 +148,7 @@ class Conversation:
 class LiveState:
     """What every connection shares: the model, its speech boundary head, settings, and the one-tab lock."""
 
-    def __init__(self, model, processor, speech_boundary: SpeechBoundaryHead, cfg: StreamConfig,
+    def __init__(self, model, processor, speech_boundary: SpeechBoundaryHead | ModelBoundaryHead, cfg: StreamConfig,
                  options: LiveOptions | None = None):
         self.model, self.processor, self.speech_boundary, self.cfg = model, processor, speech_boundary, cfg
         self.options = options or LiveOptions()
