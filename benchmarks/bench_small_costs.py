@@ -17,7 +17,7 @@ the frozen towers come before anything trainable, so autograd records nothing fo
 
 Runs on the small pipeline's prepared data and converted weights (``make repro PROFILE=small`` makes them, or
 ``python -m omni_core.data prepare`` with the small profile), on a subset of the asr_open clips; writes
-``benchmarks/results/small_costs.json``. About 25 min on 2 CPU cores.
+``benchmarks/results/small_costs.json``. About 30 min on 2 CPU cores.
 
     python benchmarks/bench_small_costs.py [--clips 1000] [--warmup-steps 200] [--lm-steps 8]
 """
