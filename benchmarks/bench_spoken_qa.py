@@ -20,9 +20,8 @@ import jiwer
 import torch
 
 from omni_core.config import REPO_ROOT, load_config
-from omni_core.data.manifest import read_manifest
 from omni_core.data.tasks import _spoken_questions
-from omni_core.eval.runner import Sample, cpu_model, generate_answers, load_checkpoint
+from omni_core.eval.runner import Sample, cpu_model, generate_answers, load_checkpoint, read_manifest
 
 
 def ask(content: list[dict], manifest: Path, i: int) -> Sample:
@@ -45,19 +44,18 @@ def main(argv: list[str] | None = None) -> dict:
     manifest = root / args.data / "test.jsonl"
     cfg = load_config(root / "params.yaml", profile="small")
     model, processor = load_checkpoint(cfg, root / args.checkpoint, "cpu")
-    clips: dict[str, dict] = {}
-    for r in read_manifest(manifest):
-        if r["task"] == "spoken_qa":
-            clips.setdefault(r["messages"][0]["content"][0]["path"], r)
+    clips: dict[str, Sample] = {}
+    for s in read_manifest(manifest, ["spoken_qa"], known=cfg.task_registry())["spoken_qa"]:
+        clips.setdefault(s.prompt[0]["content"][0]["path"], s)
     rows = list(clips.values())
-    refs = [r["messages"][1]["content"][0]["text"] for r in rows]
-    audio = [r["messages"][0]["content"][0] for r in rows]
+    refs = [s.reference for s in rows]
+    audio = [s.prompt[0]["content"][0] for s in rows]
 
     def answers(prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
         return generate_answers(model, processor, [ask(p, manifest, i) for i, p in enumerate(prompts)], manifest.parent,
                                 16, max_new_tokens)
 
-    spoken = answers([r["messages"][0]["content"] for r in rows], 8)
+    spoken = answers([s.prompt[0]["content"] for s in rows], 8)
     heard = answers([[a, {"type": "text", "text": "Transcribe the audio."}] for a in audio], 24)
     pool = _spoken_questions()
     questions = [min((q for q, a in pool if a == ref), key=lambda q: jiwer.wer(q, h.lower() or "-"))

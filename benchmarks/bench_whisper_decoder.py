@@ -24,10 +24,9 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 from transformers import WhisperForConditionalGeneration, WhisperTokenizerFast  # noqa: E402
 
-from omni_core.config import REPO_ROOT  # noqa: E402
-from omni_core.data.manifest import read_manifest  # noqa: E402
+from omni_core.config import REPO_ROOT, load_config  # noqa: E402
 from omni_core.eval.metrics import score  # noqa: E402
-from omni_core.eval.runner import cpu_model  # noqa: E402
+from omni_core.eval.runner import cpu_model, read_manifest  # noqa: E402
 from omni_core.model.audio import SAMPLING_RATE, feature_extractor  # noqa: E402
 from omni_core.processing import load_audio  # noqa: E402
 
@@ -36,10 +35,9 @@ PROMPT = ("<|startoftranscript|>", "<|notimestamps|>")
 
 
 @torch.no_grad()
-def transcribe(model: WhisperForConditionalGeneration, tokenizer: WhisperTokenizerFast, wav, max_new_tokens: int
-               ) -> str:
+def transcribe(model: WhisperForConditionalGeneration, tokenizer: WhisperTokenizerFast, extractor, wav,
+               max_new_tokens: int) -> str:
     """Greedy decoding of one clip, as the small model's evaluation decodes."""
-    extractor = feature_extractor(model.config.num_mel_bins)
     features = extractor(wav, sampling_rate=SAMPLING_RATE, return_tensors="pt").input_features
     ids = torch.tensor([tokenizer.convert_tokens_to_ids(list(PROMPT))])
     encoder_out = model.model.encoder(features)
@@ -55,6 +53,10 @@ def transcribe(model: WhisperForConditionalGeneration, tokenizer: WhisperTokeniz
         out.append(nxt)
         step = torch.tensor([[nxt]])
     return tokenizer.decode(out, skip_special_tokens=True).strip()
+
+
+def audio_part(sample) -> dict:
+    return next(p for p in sample.prompt[0]["content"] if p["type"] == "audio")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,16 +77,16 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     model = WhisperForConditionalGeneration.from_pretrained(root / args.whisper).eval()
     tokenizer = WhisperTokenizerFast.from_pretrained(root / args.whisper)
+    extractor = feature_extractor(model.config.num_mel_bins)
     small = json.loads((root / args.metrics).read_text())["tasks"] if (root / args.metrics).is_file() else {}
-    rows = read_manifest(data / "test.jsonl")
+    known = load_config(root / "params.yaml", profile="small").task_registry()
+    by_task = read_manifest(data / "test.jsonl", args.tasks, args.max_clips, known)
     result = {"whisper": args.whisper, "decoding": "greedy", "cpu": cpu_model(), "tasks": {}}
     for task in args.tasks:
-        samples = [r for r in rows if r["task"] == task][:args.max_clips]
-        preds, refs = [], []
-        for r in tqdm(samples, desc=f"whisper tiny.en: {task}"):
-            audio = next(p for p in r["messages"][0]["content"] if p["type"] == "audio")
-            preds.append(transcribe(model, tokenizer, load_audio(audio, data), args.max_new_tokens))
-            refs.append(r["messages"][1]["content"][0]["text"])
+        samples = by_task.get(task, [])
+        preds = [transcribe(model, tokenizer, extractor, load_audio(audio_part(s), data), args.max_new_tokens)
+                 for s in tqdm(samples, desc=f"whisper tiny.en: {task}")]
+        refs = [s.reference for s in samples]
         scores = score(task, preds, refs)
         result["tasks"][task] = {"n": len(samples), "whisper_decoder": {m: round(v, 2) for m, v in scores.items()},
                                  "small_model_through_llm": {m: round(small[task][m], 2) for m in scores
